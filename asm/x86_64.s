@@ -1,0 +1,94 @@
+# rawthread: all hand-written assembly (x86_64 Linux, System V ABI).
+# Included by src/sys.rs with global_asm!, which reads Intel syntax.
+#
+# Why assembly at all: after a clone the child runs on a stack that has no
+# frame yet, with the parent's registers copied. Compiled code would read its
+# locals back from a stack it does not own, so the few instructions between
+# the syscall and the first call into Rust must be written by hand.
+
+    .text
+
+# long rawthread_clone3(struct clone_args *args, size_t size,
+#                       void (*entry)(void *), void *arg)
+#
+# Parent: returns the child's tid, or -errno.
+# Child:  never returns; calls entry(arg) on the new stack.
+    .globl  rawthread_clone3
+    .hidden rawthread_clone3
+    .type   rawthread_clone3, @function
+    .p2align 4
+rawthread_clone3:
+    .cfi_startproc
+    # r12 is callee-saved, so the parent keeps the caller's value; the child
+    # inherits the register (syscall copies every register but rax, rcx, r11)
+    # and finds `arg` there without touching the parent's stack.
+    push    r12
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset r12, 0
+    mov     r12, rcx
+    # r9 is not a clone3 argument, so it carries `entry` into the child.
+    mov     r9, rdx
+    mov     eax, 435                # __NR_clone3
+    syscall
+    test    rax, rax
+    # rax == 0 only in the child, which is already on its own stack.
+    jz      rawthread_thread_start
+    pop     r12
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore r12
+    ret
+    .cfi_endproc
+    .size   rawthread_clone3, .-rawthread_clone3
+
+# long rawthread_clone(unsigned long flags, void *stack, pid_t *ptid,
+#                      pid_t *ctid, unsigned long tls,
+#                      void (*entry)(void *), void *arg)
+#
+# The legacy clone: same contract as rawthread_clone3. `arg` is the seventh
+# argument and so arrives on the stack.
+    .globl  rawthread_clone
+    .hidden rawthread_clone
+    .type   rawthread_clone, @function
+    .p2align 4
+rawthread_clone:
+    .cfi_startproc
+    push    r12
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset r12, 0
+    # [rsp] = saved r12, [rsp+8] = return address, [rsp+16] = arg.
+    mov     r12, [rsp + 16]
+    # The kernel's clone ABI on x86_64 is (flags, stack, ptid, ctid, tls):
+    # the fourth syscall argument travels in r10, not rcx.
+    mov     r10, rcx
+    # entry is already in r9, which clone does not read.
+    mov     eax, 56                 # __NR_clone
+    syscall
+    test    rax, rax
+    jz      rawthread_thread_start
+    pop     r12
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore r12
+    ret
+    .cfi_endproc
+    .size   rawthread_clone, .-rawthread_clone
+
+# The child's first frame: entered with rsp = the top of the new stack
+# (16-byte aligned), r9 = entry, r12 = arg. It is a function of its own so
+# that its unwind information can say "outermost frame".
+    .type   rawthread_thread_start, @function
+    .p2align 4
+rawthread_thread_start:
+    .cfi_startproc
+    # No return address above this frame: unwinders and debuggers stop here
+    # instead of walking into the TLS block above the stack.
+    .cfi_undefined rip
+    # A zero frame pointer ends frame-pointer walks (gdb, perf) the same way.
+    xor     ebp, ebp
+    mov     rdi, r12
+    # The stack is 16-byte aligned here, so after the call pushes the return
+    # address entry starts with the ABI's rsp % 16 == 8.
+    call    r9
+    # entry never returns (it ends with SYS_exit); trap loudly if it does.
+    ud2
+    .cfi_endproc
+    .size   rawthread_thread_start, .-rawthread_thread_start

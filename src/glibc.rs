@@ -1,0 +1,453 @@
+//! The glibc thread block: what a thread that `pthread_create` did not make
+//! needs so that glibc, and the Rust std built on it, take it for one of
+//! their own.
+//!
+//! On x86_64 glibc the TCB *is* `struct pthread`; it starts at the thread
+//! pointer `tp` (the `%fs` base), and the static TLS blocks of all modules
+//! loaded at start-up sit just below it (TLS variant II). The block:
+//!
+//! ```text
+//!            static TLS (every module's image, laid out by ld.so)     TCB = struct pthread
+//!  +-----------+--------------------------------------------------+--------------------------------+
+//!  | res_state | ... module n | ... | libc's TLS | main exe's TLS | header | list | tid | specific...|
+//!  +-----------+--------------------------------------------------+--------------------------------+
+//!                                                                 ^ tp: header.tcb = header.self = tp
+//! ```
+//!
+//! Nothing here is public glibc API. Every private symbol and offset is
+//! looked up once with `dlsym` (the offsets from the descriptors glibc
+//! exports for libthread_db) and checked against the calling thread, which
+//! glibc made, before the first raw thread exists. A missing symbol or a
+//! failed check is an error from the first spawn, never a crash.
+//!
+//! The steps and what breaks without each are measured in the design note
+//! `shared/design/glibc-compat.md`; the comments below say why each exists.
+
+use std::ffi::{CStr, c_void};
+use std::io;
+use std::ptr;
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicI32;
+
+use crate::region::{BlockGeometry, Region};
+use crate::sys;
+
+/// Fixed x86_64 `tcbhead_t` offsets: ABI, since compilers emit `%fs:0x28`
+/// for the stack protector.
+const TCB_TCB: usize = 0x00;
+const TCB_SELF: usize = 0x10;
+const TCB_MULTIPLE_THREADS: usize = 0x18;
+const TCB_STACK_GUARD: usize = 0x28;
+const TCB_POINTER_GUARD: usize = 0x30;
+const TCB_FEATURE_1: usize = 0x48;
+
+/// glibc's per-thread `pthread_getspecific` storage: 32 level-2 blocks of 32
+/// keys; the first block lives inside `struct pthread`, just before the
+/// `specific` array of pointers.
+const KEY_L1: usize = 32;
+const KEY_L2: usize = 32;
+/// glibc's `PTHREAD_DESTRUCTOR_ITERATIONS`.
+const KEY_DESTRUCTOR_ROUNDS: usize = 4;
+
+/// `struct pthread_key_data` and `struct pthread_key_struct`: `{seq, ptr}`.
+/// Checked against glibc's descriptors at start-up.
+#[repr(C)]
+struct KeyData {
+    seq: usize,
+    data: *mut c_void,
+}
+#[repr(C)]
+struct KeyStruct {
+    seq: usize,
+    destr: Option<unsafe extern "C" fn(*mut c_void)>,
+}
+
+/// `struct __res_state` is 568 bytes on x86_64; `nscount` is at 16.
+const RES_STATE_SIZE: usize = 576; // 568 rounded up to 64
+const RES_NSCOUNT: usize = 16;
+
+/// rseq `cpu_id` values glibc uses before and instead of registration.
+const RSEQ_CPU_ID_UNINITIALIZED: i32 = -1;
+const RSEQ_CPU_ID_REGISTRATION_FAILED: i32 = -2;
+/// The rseq area's `cpu_id` field.
+const RSEQ_CPU_ID: usize = 4;
+
+/// Everything looked up once.
+pub(crate) struct Glibc {
+    /// `_dl_get_tls_static_info`: static TLS size (TCB included) and align.
+    static_size: usize,
+    static_align: usize,
+    /// `sizeof(struct pthread)`.
+    tcb_size: usize,
+    /// Offsets inside `struct pthread`.
+    tid: usize,
+    list: usize,
+    specific: usize,
+    /// `__pthread_keys[1024]`.
+    keys: *const KeyStruct,
+    /// `__rseq_offset` (from tp) and the length to register (0: glibc did
+    /// not register rseq for its own threads, so neither do we).
+    rseq_offset: isize,
+    rseq_len: u32,
+    /// The `__resp` TLS slot's offset from tp.
+    resp: isize,
+    allocate_tls: unsafe extern "C" fn(*mut c_void) -> *mut c_void,
+    deallocate_tls: unsafe extern "C" fn(*mut c_void, bool),
+    call_tls_dtors: unsafe extern "C" fn(),
+    ctype_init: unsafe extern "C" fn(),
+    res_nclose: unsafe extern "C" fn(*mut c_void),
+}
+
+// SAFETY: `keys` points at glibc's process-wide key table, which glibc itself
+// reads from every thread; everything else is plain data and fn pointers.
+unsafe impl Send for Glibc {}
+// SAFETY: as above; nothing in `Glibc` changes after discovery.
+unsafe impl Sync for Glibc {}
+
+/// The discovered glibc, or why it could not be used. The first call does
+/// the discovery and the switch to multi-threaded mode.
+pub(crate) fn get() -> io::Result<&'static Glibc> {
+    static GLIBC: OnceLock<Result<Glibc, String>> = OnceLock::new();
+    match GLIBC.get_or_init(discover) {
+        Ok(g) => Ok(g),
+        Err(why) => Err(io::Error::new(io::ErrorKind::Unsupported, format!("rawthread: {why}"))),
+    }
+}
+
+fn dlsym(name: &CStr) -> Result<*mut c_void, String> {
+    // SAFETY: RTLD_DEFAULT and a NUL-terminated name are all dlsym needs.
+    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    if p.is_null() {
+        Err(format!("glibc symbol {name:?} not found (rawthread needs glibc >= 2.35 on x86_64)"))
+    } else {
+        Ok(p)
+    }
+}
+
+/// A glibc function looked up by name.
+///
+/// # Safety
+/// `F` must be the function's true type.
+unsafe fn function<F: Copy>(name: &CStr) -> Result<F, String> {
+    let p = dlsym(name)?;
+    // SAFETY: the caller names the function's real signature; F is a fn
+    // pointer, the same size as a data pointer.
+    Ok(unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) })
+}
+
+/// A `u32` glibc exports as data.
+fn read_u32(name: &CStr) -> Result<u32, String> {
+    // SAFETY: each name passed here is a glibc `u32` (or a u32 array).
+    Ok(unsafe { *(dlsym(name)? as *const u32) })
+}
+
+/// The byte offset of a `struct pthread` field from its libthread_db
+/// descriptor `{bits, count, offset}`.
+fn field_offset(name: &CStr) -> Result<usize, String> {
+    // SAFETY: `_thread_db_pthread_*` descriptors are `u32[3]`.
+    let d = unsafe { *(dlsym(name)? as *const [u32; 3]) };
+    Ok(d[2] as usize)
+}
+
+fn check(ok: bool, what: &str) -> Result<(), String> {
+    if ok { Ok(()) } else { Err(format!("glibc layout check failed: {what}")) }
+}
+
+/// The calling thread's thread pointer. On x86_64 glibc `pthread_self()`
+/// returns `header.self`, which is `tp` (checked in `discover`).
+pub(crate) fn current_tp() -> usize {
+    // SAFETY: pthread_self has no preconditions.
+    unsafe { libc::pthread_self() as usize }
+}
+
+/// The field of type `T` at `tp + off` (dereferencing it is the caller's
+/// unsafe step).
+fn at<T>(tp: usize, off: usize) -> *mut T {
+    (tp + off) as *mut T
+}
+
+fn discover() -> Result<Glibc, String> {
+    // SAFETY (for every `function` below): the signatures are glibc's:
+    // void _dl_get_tls_static_info(size_t *, size_t *); void *_dl_allocate_tls(void *);
+    // void _dl_deallocate_tls(void *, bool); void __call_tls_dtors(void);
+    // void __ctype_init(void); void __res_nclose(res_state).
+    let get_static: unsafe extern "C" fn(*mut usize, *mut usize) = unsafe { function(c"_dl_get_tls_static_info")? };
+    let (mut static_size, mut static_align) = (0, 0);
+    // SAFETY: two valid out-pointers.
+    unsafe { get_static(&mut static_size, &mut static_align) };
+
+    let g = Glibc {
+        static_size,
+        static_align,
+        tcb_size: read_u32(c"_thread_db_sizeof_pthread")? as usize,
+        tid: field_offset(c"_thread_db_pthread_tid")?,
+        list: field_offset(c"_thread_db_pthread_list")?,
+        specific: field_offset(c"_thread_db_pthread_specific")?,
+        keys: dlsym(c"__pthread_keys")? as *const KeyStruct,
+        // SAFETY: public glibc 2.35 data: `const ptrdiff_t` and `const unsigned int`.
+        rseq_offset: unsafe { *(dlsym(c"__rseq_offset")? as *const isize) },
+        rseq_len: match read_u32(c"__rseq_size")? {
+            0 => 0,
+            // The kernel wants at least the original 32-byte struct rseq.
+            n => n.max(32),
+        },
+        // dlsym of a TLS symbol answers with the calling thread's copy.
+        resp: dlsym(c"__resp")? as isize - current_tp() as isize,
+        // SAFETY: see above.
+        allocate_tls: unsafe { function(c"_dl_allocate_tls")? },
+        // SAFETY: see above.
+        deallocate_tls: unsafe { function(c"_dl_deallocate_tls")? },
+        // SAFETY: see above.
+        call_tls_dtors: unsafe { function(c"__call_tls_dtors")? },
+        // SAFETY: see above.
+        ctype_init: unsafe { function(c"__ctype_init")? },
+        // SAFETY: see above.
+        res_nclose: unsafe { function(c"__res_nclose")? },
+    };
+
+    // Check every assumption against the calling thread, which glibc made.
+    let tp = current_tp();
+    check(g.static_align.is_power_of_two() && g.static_size >= g.tcb_size, "static TLS info")?;
+    check(g.tcb_size >= g.specific + KEY_L1 * size_of::<usize>(), "sizeof(struct pthread)")?;
+    // SAFETY: tp is the calling thread's live TCB, at least tcb_size bytes.
+    unsafe {
+        check(*at::<usize>(tp, TCB_TCB) == tp && *at::<usize>(tp, TCB_SELF) == tp, "tcbhead_t tcb/self")?;
+        check(*at::<i32>(tp, g.tid) == libc::gettid(), "struct pthread tid")?;
+        check(
+            *at::<usize>(tp, g.specific) == tp + g.specific - KEY_L2 * size_of::<KeyData>(),
+            "specific[0] == specific_1stblock",
+        )?;
+    }
+    for (name, want) in [
+        (c"_thread_db_sizeof_pthread_key_data", size_of::<KeyData>()),
+        (c"_thread_db_sizeof_pthread_key_struct", size_of::<KeyStruct>()),
+    ] {
+        check(read_u32(name)? as usize == want, "pthread key record size")?;
+    }
+    for (name, want) in [
+        (c"_thread_db_pthread_key_data_seq", 0),
+        (c"_thread_db_pthread_key_data_data", 8),
+        (c"_thread_db_pthread_key_struct_seq", 0),
+        (c"_thread_db_pthread_key_struct_destr", 8),
+    ] {
+        check(field_offset(name)? == want, "pthread key field offset")?;
+    }
+    let keys = dlsym(c"_thread_db___pthread_keys")? as *const [u32; 3];
+    // SAFETY: a `u32[3]` descriptor.
+    check(unsafe { (*keys)[1] } as usize == KEY_L1 * KEY_L2, "PTHREAD_KEYS_MAX")?;
+
+    switch_to_multi_threaded()?;
+    Ok(g)
+}
+
+/// Puts glibc in multi-threaded mode the only way that sets *all* of its
+/// state (`__libc_single_threaded`, its SIGCANCEL/SIGSETXID handlers, stdio
+/// locks, `multiple_threads` in this thread): by creating and joining one
+/// pthread, once, and only if no thread was ever made. Writing the public
+/// flag by hand would make malloc lock, but would leave a later real
+/// `pthread_create` skipping the handler set-up, and the next `setuid()`
+/// kills the process with signal 33.
+fn switch_to_multi_threaded() -> Result<(), String> {
+    let single = dlsym(c"__libc_single_threaded")? as *const u8;
+    // SAFETY: a public glibc `char`, written only by glibc (under the same
+    // once-only discovery that runs this).
+    if unsafe { ptr::read_volatile(single) } == 0 {
+        return Ok(());
+    }
+    extern "C" fn nothing(_: *mut c_void) -> *mut c_void {
+        ptr::null_mut()
+    }
+    let mut t: libc::pthread_t = 0;
+    // SAFETY: default attributes and a start routine that returns at once.
+    let err = unsafe { libc::pthread_create(&mut t, ptr::null(), nothing, ptr::null_mut()) };
+    if err != 0 {
+        return Err(format!("could not switch glibc to multi-threaded mode: {}", io::Error::from_raw_os_error(err)));
+    }
+    // SAFETY: `t` was created joinable just above.
+    unsafe { libc::pthread_join(t, ptr::null_mut()) };
+    Ok(())
+}
+
+impl Glibc {
+    /// The room the block needs in a [`Region`].
+    pub(crate) fn geometry(&self) -> BlockGeometry {
+        BlockGeometry {
+            below_tp: self.static_size - self.tcb_size + RES_STATE_SIZE,
+            above_tp: self.tcb_size,
+            align: self.static_align.max(16),
+        }
+    }
+
+    /// The word that holds the thread's tid while it lives and that the
+    /// kernel clears (and futex-wakes) when it exits.
+    pub(crate) fn tid_word(&self, tp: usize) -> &AtomicI32 {
+        // SAFETY: tid is an aligned i32 inside the TCB at `tp`; callers only
+        // hold the reference while they own the region.
+        unsafe { AtomicI32::from_ptr(at(tp, self.tid)) }
+    }
+
+    fn res_state(&self, tp: usize) -> usize {
+        tp - (self.static_size - self.tcb_size) - RES_STATE_SIZE
+    }
+
+    /// Fills the thread block of a freshly mapped (zeroed) region, in the
+    /// creating thread. On error nothing is left allocated.
+    pub(crate) fn init_block(&'static self, region: Region) -> io::Result<Block> {
+        let tp = region.tp();
+        // Every module's TLS from its init image (never a copy of this
+        // thread's live TLS, which would share its malloc cache and its
+        // `thread::current()`), `.tbss` zeroed, and a fresh DTV.
+        // SAFETY: tp has static_size bytes below it and tcb_size above it,
+        // all zero, in memory we own.
+        if unsafe { (self.allocate_tls)(tp as *mut c_void) }.is_null() {
+            return Err(io::Error::from_raw_os_error(libc::ENOMEM));
+        }
+        let me = current_tp();
+        // SAFETY: `tp` and `me` are both TCBs of at least tcb_size bytes;
+        // the new one is ours alone until clone.
+        unsafe {
+            // tcb and self must be tp: TLS access and pthread_self read them.
+            *at::<usize>(tp, TCB_TCB) = tp;
+            *at::<usize>(tp, TCB_SELF) = tp;
+            // Makes the thread's own atomics take the lock prefix (malloc's
+            // fastbins read it).
+            *at::<i32>(tp, TCB_MULTIPLE_THREADS) = 1;
+            // Process-wide secrets every thread carries: the stack-protector
+            // canary, the pointer-mangling key (setjmp, atexit), CET state.
+            *at::<usize>(tp, TCB_STACK_GUARD) = *at::<usize>(me, TCB_STACK_GUARD);
+            *at::<usize>(tp, TCB_POINTER_GUARD) = *at::<usize>(me, TCB_POINTER_GUARD);
+            *at::<u32>(tp, TCB_FEATURE_1) = *at::<u32>(me, TCB_FEATURE_1);
+            // An empty list node: fork() in this thread unlinks it from
+            // glibc's thread lists in the child.
+            let list = tp + self.list;
+            *at::<[usize; 2]>(tp, self.list) = [list, list];
+            // pthread_{get,set}specific use the in-TCB first block directly,
+            // but destructors reach it through specific[0].
+            *at::<usize>(tp, self.specific) = tp + self.specific - KEY_L2 * size_of::<KeyData>();
+            // sched_getcpu() reads rseq's cpu_id: "not yet" if we will
+            // register, "never" if glibc itself does not use rseq.
+            if self.rseq_offset != 0 {
+                let state = if self.rseq_len != 0 { RSEQ_CPU_ID_UNINITIALIZED } else { RSEQ_CPU_ID_REGISTRATION_FAILED };
+                *((tp as isize + self.rseq_offset) as usize as *mut i32).byte_add(RSEQ_CPU_ID) = state;
+            }
+            // The resolver's per-thread state (glibc keeps it in struct
+            // pthread at an unexported offset; ours sits below the TLS).
+            *((tp as isize + self.resp) as usize as *mut usize) = self.res_state(tp);
+        }
+        Ok(Block { region, glibc: self })
+    }
+
+    /// First steps in the new thread, on its own stack and TLS.
+    ///
+    /// # Safety
+    /// Must be called by the thread whose block is at `tp`, first thing.
+    pub(crate) unsafe fn enter(&self, tp: usize) {
+        if self.rseq_len != 0 {
+            let area = (tp as isize + self.rseq_offset) as usize;
+            // SAFETY: the area is inside this thread's TCB, which outlives it.
+            if !unsafe { sys::rseq_register(area as *mut c_void, self.rseq_len) } {
+                // SAFETY: as above.
+                unsafe { *((area + RSEQ_CPU_ID) as *mut i32) = RSEQ_CPU_ID_REGISTRATION_FAILED };
+            }
+        }
+        // The locale's ctype tables are per-thread TLS pointers that start
+        // out null: isalpha() and friends would fault.
+        // SAFETY: plain glibc initialiser for the calling thread.
+        unsafe { (self.ctype_init)() };
+    }
+
+    /// Last steps in the thread, after its closure: what glibc's
+    /// `start_thread` does before the thread's exit.
+    ///
+    /// # Safety
+    /// Must be called by the thread whose block is at `tp`, once, last.
+    pub(crate) unsafe fn leave(&self, tp: usize) {
+        // thread_local! values with Drop (registered through
+        // __cxa_thread_atexit_impl).
+        // SAFETY: glibc's own exit path calls it the same way.
+        unsafe { (self.call_tls_dtors)() };
+        // SAFETY: we are that thread, and its keys are ours to run.
+        unsafe { self.run_key_destructors(tp) };
+        let res = self.res_state(tp);
+        // SAFETY: our res_state; a non-zero nscount means res_ninit opened
+        // sockets that must be closed.
+        if unsafe { *((res + RES_NSCOUNT) as *const i32) } != 0 {
+            // SAFETY: as above.
+            unsafe { (self.res_nclose)(res as *mut c_void) };
+        }
+    }
+
+    /// pthread-key destructors, as glibc's `__nptl_deallocate_tsd` runs
+    /// them: clear each value, call its key's destructor if the key is
+    /// still the one the value was set for, repeat while destructors set
+    /// new values (at most 4 rounds), then free the level-2 blocks.
+    unsafe fn run_key_destructors(&self, tp: usize) {
+        let specific = at::<[*mut KeyData; KEY_L1]>(tp, self.specific);
+        for _ in 0..KEY_DESTRUCTOR_ROUNDS {
+            let mut found = false;
+            for l1 in 0..KEY_L1 {
+                // SAFETY: reading our own TCB.
+                let level2 = unsafe { (*specific)[l1] };
+                if level2.is_null() {
+                    continue;
+                }
+                for l2 in 0..KEY_L2 {
+                    // SAFETY: level-2 blocks hold KEY_L2 records; glibc's
+                    // key table holds KEY_L1 * KEY_L2 (checked at start-up).
+                    unsafe {
+                        let slot = &mut *level2.add(l2);
+                        if slot.data.is_null() {
+                            continue;
+                        }
+                        let data = std::mem::replace(&mut slot.data, ptr::null_mut());
+                        found = true;
+                        let key = &*self.keys.add(l1 * KEY_L2 + l2);
+                        if slot.seq == key.seq
+                            && let Some(destr) = key.destr
+                        {
+                            destr(data);
+                        }
+                    }
+                }
+            }
+            if !found {
+                break;
+            }
+        }
+        // Block 0 is inside the TCB; the others came from glibc's calloc.
+        for l1 in 1..KEY_L1 {
+            // SAFETY: our own TCB; the blocks were malloc'd by glibc.
+            unsafe {
+                let level2 = std::mem::replace(&mut (*specific)[l1], ptr::null_mut());
+                libc::free(level2.cast());
+            }
+        }
+    }
+}
+
+/// A region whose glibc thread block is initialised. Dropping it frees the
+/// DTV and dynamic TLS, then unmaps the region: only do that once the
+/// thread is gone (its tid word reads 0) or was never started.
+pub(crate) struct Block {
+    region: Region,
+    glibc: &'static Glibc,
+}
+
+impl Block {
+    pub(crate) fn region(&self) -> &Region {
+        &self.region
+    }
+
+    pub(crate) fn tid_word(&self) -> &AtomicI32 {
+        self.glibc.tid_word(self.region.tp())
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        // SAFETY: the owner guarantees the thread is gone. glibc re-reads
+        // the DTV from the TCB (the thread may have grown it) and frees it
+        // with every dynamic TLS block; `false`: the TCB is not malloc'd.
+        unsafe { (self.glibc.deallocate_tls)(self.region.tp() as *mut c_void, false) };
+    }
+}

@@ -1,0 +1,178 @@
+//! Scoped threads, as `std::thread::scope`: threads that may borrow from
+//! the caller's stack because [`scope`] joins every one of them before it
+//! returns.
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, Result};
+
+use crate::thread::{Builder, Running};
+
+/// What a scope and its threads share.
+pub(crate) struct ScopeData {
+    /// Threads whose closure has not finished yet.
+    running: AtomicUsize,
+    /// The thread that waits in [`scope`], woken when `running` drops to 0.
+    owner: thread::Thread,
+    /// Threads whose handles were dropped unjoined: `scope` joins them.
+    unjoined: Mutex<Vec<Running>>,
+}
+
+impl ScopeData {
+    /// Called by a scoped thread once its closure returned and its result
+    /// is stored; after this it touches nothing the scope borrows.
+    pub(crate) fn thread_done(&self) {
+        if self.running.fetch_sub(1, Ordering::Release) == 1 {
+            self.owner.unpark();
+        }
+    }
+}
+
+/// A scope to spawn scoped threads in, as [`std::thread::Scope`].
+pub struct Scope<'scope, 'env: 'scope> {
+    data: Arc<ScopeData>,
+    /// Invariance over 'scope, as std: a scope cannot be shrunk or grown.
+    scope: PhantomData<&'scope mut &'scope ()>,
+    env: PhantomData<&'env mut &'env ()>,
+}
+
+/// Creates a scope for spawning scoped threads, as [`std::thread::scope`].
+///
+/// Every thread spawned in it is joined before this returns, whether or not
+/// its handle was joined.
+///
+/// # Panics
+/// If `f` panicked (its panic resumes), or if any thread whose handle was
+/// not joined panicked ("a scoped thread panicked").
+#[track_caller]
+pub fn scope<'env, F, T>(f: F) -> T
+where
+    F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> T,
+{
+    let scope = Scope {
+        data: Arc::new(ScopeData {
+            running: AtomicUsize::new(0),
+            owner: thread::current(),
+            unjoined: Mutex::new(Vec::new()),
+        }),
+        scope: PhantomData,
+        env: PhantomData,
+    };
+    let result = panic::catch_unwind(AssertUnwindSafe(|| f(&scope)));
+
+    // First every closure (even those whose handles were leaked)...
+    while scope.data.running.load(Ordering::Acquire) != 0 {
+        thread::park();
+    }
+    // ...then every thread whose handle was dropped: its result may borrow
+    // from 'scope, so it is dropped here, not later.
+    let unjoined = std::mem::take(&mut *scope.data.unjoined.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut a_thread_panicked = false;
+    for thread in unjoined {
+        a_thread_panicked |= thread.join_and_discard();
+    }
+
+    match result {
+        Err(payload) => panic::resume_unwind(payload),
+        Ok(_) if a_thread_panicked => panic!("a scoped thread panicked"),
+        Ok(value) => value,
+    }
+}
+
+impl<'scope> Scope<'scope, '_> {
+    /// Spawns a scoped thread, as [`std::thread::Scope::spawn`].
+    ///
+    /// # Panics
+    /// If the thread cannot be created; [`Builder::spawn_scoped`] returns
+    /// the error.
+    pub fn spawn<F, T>(&'scope self, f: F) -> ScopedJoinHandle<'scope, T>
+    where
+        F: FnOnce() -> T + Send + 'scope,
+        T: Send + 'scope,
+    {
+        Builder::new().spawn_scoped(self, f).expect("failed to spawn thread")
+    }
+}
+
+impl Builder {
+    /// Spawns a scoped thread with this builder's settings, as
+    /// [`std::thread::Builder::spawn_scoped`].
+    pub fn spawn_scoped<'scope, 'env, F, T>(
+        self,
+        scope: &'scope Scope<'scope, 'env>,
+        f: F,
+    ) -> io::Result<ScopedJoinHandle<'scope, T>>
+    where
+        F: FnOnce() -> T + Send + 'scope,
+        T: Send + 'scope,
+    {
+        scope.data.running.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: `scope` waits for this closure and joins this thread
+        // before 'scope ends, so nothing it borrows outlives its use.
+        match unsafe { self.spawn_unchecked(f, Some(scope.data.clone())) } {
+            Ok(running) => Ok(ScopedJoinHandle { running: Some(running), scope: &scope.data, _result: PhantomData }),
+            Err(e) => {
+                scope.data.running.fetch_sub(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// An owned permission to join a scoped thread, as
+/// [`std::thread::ScopedJoinHandle`].
+pub struct ScopedJoinHandle<'scope, T> {
+    /// `None` only once joined.
+    running: Option<Running>,
+    scope: &'scope ScopeData,
+    _result: PhantomData<T>,
+}
+
+// SAFETY: `&ScopedJoinHandle` only reads the tid and whether the thread
+// finished; the `T` is reached through `join(self)` alone.
+unsafe impl<T> Sync for ScopedJoinHandle<'_, T> {}
+
+impl<T> ScopedJoinHandle<'_, T> {
+    /// Waits for the thread and returns its result or panic payload.
+    pub fn join(mut self) -> Result<T> {
+        let running = self.running.take().expect("joined once");
+        // SAFETY: spawned with result type T.
+        unsafe { running.join() }
+    }
+
+    /// Whether the thread has exited.
+    pub fn is_finished(&self) -> bool {
+        self.running.as_ref().is_some_and(Running::is_finished)
+    }
+
+    /// The thread's kernel thread id.
+    pub fn tid(&self) -> libc::pid_t {
+        self.running.as_ref().map_or(0, Running::tid)
+    }
+}
+
+impl<T> Drop for ScopedJoinHandle<'_, T> {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            self.scope.unjoined.lock().unwrap_or_else(|e| e.into_inner()).push(running);
+        }
+    }
+}
+
+impl<T> fmt::Debug for ScopedJoinHandle<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScopedJoinHandle").field("tid", &self.tid()).finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Scope<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scope")
+            .field("running", &self.data.running.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,215 @@
+//! Kernel calls: clone3/clone with the fallback, the futex join, signal masks,
+//! rseq and the thread's exit. Everything here is one system call (or the
+//! assembly in `asm/x86_64.s` around one) with its errno turned into an
+//! [`io::Error`].
+
+use std::io;
+use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+
+use libc::{c_long, c_void, pid_t};
+
+std::arch::global_asm!(include_str!("../asm/x86_64.s"));
+
+unsafe extern "C" {
+    /// `clone3(args, size)`; the child calls `entry(arg)` on its new stack
+    /// and never returns. Returns the tid or `-errno` in the parent.
+    fn rawthread_clone3(
+        args: *mut CloneArgs,
+        size: usize,
+        entry: unsafe extern "C" fn(*mut c_void) -> !,
+        arg: *mut c_void,
+    ) -> c_long;
+
+    /// Legacy `clone(flags, stack, ptid, ctid, tls)` with the same contract.
+    fn rawthread_clone(
+        flags: u64,
+        stack: *mut c_void,
+        ptid: *mut pid_t,
+        ctid: *mut pid_t,
+        tls: usize,
+        entry: unsafe extern "C" fn(*mut c_void) -> !,
+        arg: *mut c_void,
+    ) -> c_long;
+}
+
+/// The flags of every rawthread thread: the set glibc's `pthread_create`
+/// uses, so the kernel treats the thread exactly as it treats a pthread.
+pub(crate) const THREAD_FLAGS: u64 = (
+    // Share the address space: this is what makes it a thread.
+    libc::CLONE_VM
+    // Share cwd, root and umask, as POSIX threads must.
+    | libc::CLONE_FS
+    // Share the fd table: a file opened in one thread is usable in all.
+    | libc::CLONE_FILES
+    // Share signal handlers (required by CLONE_THREAD).
+    | libc::CLONE_SIGHAND
+    // Same thread group: same pid, no SIGCHLD, exit_group ends us all.
+    | libc::CLONE_THREAD
+    // Share System V semaphore undo lists, as POSIX requires of threads.
+    | libc::CLONE_SYSVSEM
+    // Install the new thread's TCB as its %fs base before it runs.
+    | libc::CLONE_SETTLS
+    // Write the tid into the TCB before clone returns, so the creator can
+    // see it at once and the child's tid field is valid from instruction one.
+    | libc::CLONE_PARENT_SETTID
+    // At exit the kernel zeroes that same word and futex-wakes it: the join.
+    | libc::CLONE_CHILD_CLEARTID
+) as u64;
+
+/// `struct clone_args` (linux/sched.h), the version-0 layout of 64 bytes.
+#[repr(C)]
+#[derive(Default)]
+pub(crate) struct CloneArgs {
+    pub flags: u64,
+    pub pidfd: u64,
+    pub child_tid: u64,
+    pub parent_tid: u64,
+    pub exit_signal: u64,
+    pub stack: u64,
+    pub stack_size: u64,
+    pub tls: u64,
+}
+static_assertions::const_assert_eq!(size_of::<CloneArgs>(), 64); // CLONE_ARGS_SIZE_VER0
+
+/// What we learned about `clone3`: unknown until the first call answers.
+const CLONE3_UNKNOWN: u8 = 0;
+const CLONE3_WORKS: u8 = 1;
+const CLONE3_REFUSED: u8 = 2;
+static CLONE3: AtomicU8 = AtomicU8::new(CLONE3_UNKNOWN);
+
+/// Whether thread creation goes through `clone3` (as opposed to the legacy
+/// `clone` fallback). `None` before the first spawn.
+pub fn uses_clone3() -> Option<bool> {
+    match CLONE3.load(Ordering::Relaxed) {
+        CLONE3_WORKS => Some(true),
+        CLONE3_REFUSED => Some(false),
+        _ => None,
+    }
+}
+
+/// Where and how the child starts.
+pub(crate) struct ThreadStart {
+    /// Lowest usable stack address and the stack's initial top.
+    pub stack_low: usize,
+    pub stack_top: usize,
+    /// The child's thread pointer (`%fs` base).
+    pub tls: usize,
+    /// The word that receives the tid and is cleared at exit.
+    pub tid_word: *mut pid_t,
+    pub entry: unsafe extern "C" fn(*mut c_void) -> !,
+    pub arg: *mut c_void,
+}
+
+/// Creates a thread with [`THREAD_FLAGS`]: `clone3` first, and the legacy
+/// `clone` for good once `clone3` answers ENOSYS (old kernels, valgrind,
+/// container seccomp profiles) or EPERM (older seccomp profiles).
+///
+/// # Safety
+/// `start` must describe a mapped stack and a prepared thread block, and
+/// `entry` must never return; the caller must have blocked signals.
+pub(crate) unsafe fn clone_thread(start: &ThreadStart) -> io::Result<pid_t> {
+    if CLONE3.load(Ordering::Relaxed) != CLONE3_REFUSED {
+        let mut args = CloneArgs {
+            flags: THREAD_FLAGS,
+            child_tid: start.tid_word as u64,
+            parent_tid: start.tid_word as u64,
+            stack: start.stack_low as u64,
+            stack_size: (start.stack_top - start.stack_low) as u64,
+            tls: start.tls as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: `args` is a valid version-0 clone_args; the caller vouches
+        // for the stack, the TLS and an entry that never returns.
+        let ret = unsafe { rawthread_clone3(&mut args, size_of::<CloneArgs>(), start.entry, start.arg) };
+        match ret {
+            tid if tid >= 0 => {
+                CLONE3.store(CLONE3_WORKS, Ordering::Relaxed);
+                return Ok(tid as pid_t);
+            }
+            err if err == -(libc::ENOSYS as c_long) || err == -(libc::EPERM as c_long) => {
+                CLONE3.store(CLONE3_REFUSED, Ordering::Relaxed);
+            }
+            err => return Err(io::Error::from_raw_os_error(-err as i32)),
+        }
+    }
+    // SAFETY: as above; the legacy ABI takes the stack's top directly.
+    let ret = unsafe {
+        rawthread_clone(
+            THREAD_FLAGS,
+            start.stack_top as *mut c_void,
+            start.tid_word,
+            start.tid_word,
+            start.tls,
+            start.entry,
+            start.arg,
+        )
+    };
+    if ret < 0 { Err(io::Error::from_raw_os_error(-ret as i32)) } else { Ok(ret as pid_t) }
+}
+
+/// Blocks every signal in the calling thread and returns the previous mask.
+/// A raw `rt_sigprocmask`, not `pthread_sigmask`: glibc's wrapper refuses to
+/// block its internal SIGCANCEL/SIGSETXID, and nothing may run in the child
+/// before its thread block is live.
+pub(crate) fn block_all_signals() -> libc::sigset_t {
+    let all = [!0u64; 1];
+    // SAFETY: zeroed bytes are a valid (empty) sigset_t.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the kernel's 8-byte sigset.
+    let ret = unsafe { libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, all.as_ptr(), &mut old, 8) };
+    debug_assert_eq!(ret, 0);
+    old
+}
+
+/// Sets the calling thread's signal mask.
+pub(crate) fn set_signal_mask(mask: &libc::sigset_t) {
+    // SAFETY: `mask` is valid for the kernel's 8-byte sigset.
+    let ret = unsafe {
+        libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, mask, std::ptr::null_mut::<libc::sigset_t>(), 8)
+    };
+    debug_assert_eq!(ret, 0);
+}
+
+/// Sleeps while `*word == expected`. A *shared* futex wait: the kernel's
+/// wake at thread exit (CLONE_CHILD_CLEARTID) is a shared wake, so a
+/// private wait would never see it.
+pub(crate) fn futex_wait(word: &AtomicI32, expected: i32) {
+    // SAFETY: `word` is a valid, aligned i32 for the duration of the call;
+    // EAGAIN/EINTR just mean "look again", which every caller does.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            std::ptr::null::<libc::timespec>(),
+        );
+    }
+}
+
+/// Registers the calling thread's rseq area. Returns false if the kernel
+/// refused (the caller marks the area "registration failed" then).
+///
+/// # Safety
+/// `area` must be the calling thread's own rseq area, live until it exits.
+pub(crate) unsafe fn rseq_register(area: *mut c_void, len: u32) -> bool {
+    const RSEQ_SIG: u32 = 0x5305_3053; // glibc's signature for x86_64
+    // SAFETY: the caller guarantees `area` lives as long as the thread.
+    unsafe { libc::syscall(libc::SYS_rseq, area, len, 0, RSEQ_SIG) == 0 }
+}
+
+/// Sets the calling thread's name (the kernel keeps 15 bytes).
+pub(crate) fn set_name(name: &std::ffi::CStr) {
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of which the kernel
+    // copies at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+}
+
+/// Ends the calling thread alone: `SYS_exit`, never `exit_group`. The kernel
+/// then clears and wakes the tid word, which is the joiner's signal.
+pub(crate) fn exit_thread() -> ! {
+    loop {
+        // SAFETY: SYS_exit takes a status and does not return.
+        unsafe { libc::syscall(libc::SYS_exit, 0) };
+    }
+}

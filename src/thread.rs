@@ -1,0 +1,369 @@
+//! The thread API, shaped like `std::thread`: [`Builder`], [`spawn`] and
+//! [`JoinHandle`], and the life of one thread from its creator's call to the
+//! joiner's return.
+
+use std::alloc::Layout;
+use std::ffi::{CStr, c_void};
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::mem::{ManuallyDrop, MaybeUninit};
+use std::panic::{self, AssertUnwindSafe};
+use std::ptr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::Result;
+
+use crate::glibc::{self, Block, Glibc};
+use crate::region::{Region, page_size};
+use crate::scope::ScopeData;
+use crate::sys;
+
+/// Why 2 MiB: it is `std::thread`'s default, so swapping `std::thread` for
+/// rawthread changes no program's stack budget, and `RUST_MIN_STACK`
+/// overrides it the same way. glibc's `RLIMIT_STACK` default (8 MiB) wastes
+/// address space under many threads, and below ~256 KiB glibc's own 64 KiB
+/// `alloca`s (in `printf`, `getaddrinfo`, ...) start to overflow.
+const DEFAULT_STACK_SIZE: usize = 2 << 20;
+
+/// The least a requested stack is raised to (glibc's `PTHREAD_STACK_MIN`).
+const MIN_STACK_SIZE: usize = libc::PTHREAD_STACK_MIN;
+
+fn default_stack_size() -> usize {
+    static SIZE: OnceLock<usize> = OnceLock::new();
+    *SIZE.get_or_init(|| {
+        std::env::var("RUST_MIN_STACK").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_STACK_SIZE)
+    })
+}
+
+/// Thread factory, as [`std::thread::Builder`], plus [`Builder::guard_size`].
+#[derive(Debug, Default)]
+#[must_use = "must eventually spawn the thread"]
+pub struct Builder {
+    name: Option<String>,
+    stack_size: Option<usize>,
+    guard_size: Option<usize>,
+}
+
+impl Builder {
+    /// A builder with the defaults: unnamed, a 2 MiB stack (or
+    /// `RUST_MIN_STACK`), a one-page guard.
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// Names the thread. The kernel shows the first 15 bytes in
+    /// `/proc/self/task/<tid>/comm` (and so `ps`, `top`, gdb).
+    pub fn name(mut self, name: String) -> Builder {
+        self.name = Some(name);
+        self
+    }
+
+    /// The stack size in bytes, rounded up to whole pages and raised to at
+    /// least `PTHREAD_STACK_MIN`. TLS and the thread control block are
+    /// placed above the stack and do not use it up.
+    pub fn stack_size(mut self, size: usize) -> Builder {
+        self.stack_size = Some(size);
+        self
+    }
+
+    /// The `PROT_NONE` guard below the stack, rounded up to whole pages
+    /// (default one page; 0 for none).
+    pub fn guard_size(mut self, size: usize) -> Builder {
+        self.guard_size = Some(size);
+        self
+    }
+
+    /// Spawns a thread running `f`, as [`std::thread::Builder::spawn`].
+    ///
+    /// Errors carry the kernel's errno: `EAGAIN` at a thread limit,
+    /// `ENOMEM` when the stack cannot be mapped (or its size overflows),
+    /// `EINVAL` for a name with a NUL byte; `Unsupported` if this glibc
+    /// lacks what rawthread needs. A failed spawn frees everything it made.
+    pub fn spawn<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        // SAFETY: F and T are 'static, so the thread may outlive this call.
+        let running = unsafe { self.spawn_unchecked(f, None)? };
+        Ok(JoinHandle { running, _result: PhantomData })
+    }
+
+    /// Spawns `f` without lifetime bounds.
+    ///
+    /// # Safety
+    /// Whatever `f` and its result borrow must outlive the thread's use of
+    /// them: the caller joins before they go (as [`crate::scope`] does).
+    pub(crate) unsafe fn spawn_unchecked<F, T>(self, f: F, scope: Option<Arc<ScopeData>>) -> io::Result<Running>
+    where
+        F: FnOnce() -> T + Send,
+        T: Send,
+    {
+        let glibc = glibc::get()?;
+        reap_orphans();
+        let name = kernel_name(self.name.as_deref())?;
+        let stack = self.stack_size.unwrap_or_else(default_stack_size).max(MIN_STACK_SIZE);
+        let guard = self.guard_size.unwrap_or_else(page_size);
+        let region = Region::map(guard, stack, Layout::new::<Record<F, T>>(), &glibc.geometry())?;
+        let block = glibc.init_block(region)?;
+
+        let region = block.region();
+        let tp = region.tp();
+        let record = region.record() as *mut Record<F, T>;
+        let start = sys::ThreadStart {
+            stack_low: region.stack_low(),
+            stack_top: region.stack_top(),
+            tls: tp,
+            tid_word: block.tid_word().as_ptr(),
+            entry: thread_main::<F, T>,
+            arg: record.cast(),
+        };
+        // Nothing may run on the child before its thread block is live: it
+        // starts with every signal blocked and restores our mask itself.
+        let sigmask = sys::block_all_signals();
+        // SAFETY: `record` is aligned room for a Record<F, T> in the region,
+        // which nobody else uses yet.
+        unsafe { record.write(Record { start: MaybeUninit::new(Start { f, glibc, tp, sigmask, name, scope }), result: None }) };
+        // SAFETY: the stack is mapped, the thread block initialised, and
+        // thread_main never returns; signals are blocked.
+        let cloned = unsafe { sys::clone_thread(&start) };
+        sys::set_signal_mask(&sigmask);
+        match cloned {
+            Ok(tid) => Ok(Running {
+                block: ManuallyDrop::new(block),
+                tid,
+                // SAFETY: a field of the record written above.
+                result: unsafe { &raw mut (*record).result }.cast(),
+                drop_result: drop_result::<T>,
+            }),
+            Err(e) => {
+                // No thread: take the closure back to drop it here, then
+                // `block` frees the TLS and unmaps the region.
+                // SAFETY: written above and never read by anyone.
+                drop(unsafe { record.read() });
+                drop(block);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The name as the kernel takes it: at most 15 bytes and a NUL, all NUL
+/// when unnamed.
+fn kernel_name(name: Option<&str>) -> io::Result<[u8; 16]> {
+    let mut out = [0u8; 16];
+    if let Some(name) = name {
+        if name.contains('\0') {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "thread name may not contain NUL bytes"));
+        }
+        let n = name.len().min(15);
+        out[..n].copy_from_slice(&name.as_bytes()[..n]);
+    }
+    Ok(out)
+}
+
+/// Spawns a thread with the default [`Builder`], as [`std::thread::spawn`].
+///
+/// # Panics
+/// If the thread cannot be created; [`Builder::spawn`] returns the error.
+pub fn spawn<F, T>(f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    Builder::new().spawn(f).expect("failed to spawn thread")
+}
+
+/// What the creator hands the child, in the child's region.
+struct Start<F> {
+    f: F,
+    glibc: &'static Glibc,
+    tp: usize,
+    sigmask: libc::sigset_t,
+    name: [u8; 16],
+    scope: Option<Arc<ScopeData>>,
+}
+
+/// The record above the child's stack: `start` is moved out by the child
+/// first thing; `result` is written by the child last and read by whoever
+/// owns the region once the tid word is 0.
+struct Record<F, T> {
+    start: MaybeUninit<Start<F>>,
+    result: Option<Result<T>>,
+}
+
+/// The child's Rust entry, called by `rawthread_thread_start` in asm.
+///
+/// # Safety
+/// `record` is the `Record<F, T>` the creator wrote; called once, on the
+/// thread whose block it names.
+unsafe extern "C" fn thread_main<F, T>(record: *mut c_void) -> !
+where
+    F: FnOnce() -> T,
+{
+    let record = record.cast::<Record<F, T>>();
+    // SAFETY: written by the creator before clone; read exactly once.
+    let Start { f, glibc, tp, sigmask, name, scope } = unsafe { (*record).start.assume_init_read() };
+    // SAFETY: this is the thread `tp` belongs to, and this is its start.
+    unsafe { glibc.enter(tp) };
+    if name[0] != 0 {
+        sys::set_name(CStr::from_bytes_until_nul(&name).unwrap_or_default());
+    }
+    sys::set_signal_mask(&sigmask);
+
+    let result = panic::catch_unwind(AssertUnwindSafe(f));
+    // SAFETY: the slot holds `None` (nothing to drop); nobody reads it
+    // until our tid word is 0.
+    unsafe { (&raw mut (*record).result).write(Some(result)) };
+    if let Some(scope) = scope {
+        scope.thread_done();
+    }
+
+    // SAFETY: our own block, once, after the closure.
+    unsafe { glibc.leave(tp) };
+    // From here on no handler may run on a thread whose TLS is torn down.
+    sys::block_all_signals();
+    sys::exit_thread()
+}
+
+/// Drops the result a thread left, unread; says whether it panicked.
+///
+/// # Safety
+/// `slot` is a `Record<_, T>::result` whose thread has exited.
+unsafe fn drop_result<T>(slot: *mut u8) -> bool {
+    // SAFETY: per the contract, a written Option<Result<T>>.
+    let result = unsafe { slot.cast::<Option<Result<T>>>().read() };
+    matches!(result, Some(Err(_)))
+}
+
+/// A started thread and its region. Dropped while the thread still runs,
+/// it moves to the orphan list: the region must outlive the thread.
+pub(crate) struct Running {
+    block: ManuallyDrop<Block>,
+    tid: libc::pid_t,
+    /// The record's result slot; null once taken.
+    result: *mut u8,
+    drop_result: unsafe fn(*mut u8) -> bool,
+}
+
+// SAFETY: the result slot is reached only through the single owner of the
+// `Running`, and only after the thread exited; the rest is plain data.
+unsafe impl Send for Running {}
+// SAFETY: `&Running` only reads the tid and the atomic tid word.
+unsafe impl Sync for Running {}
+
+impl Running {
+    pub(crate) fn tid(&self) -> libc::pid_t {
+        self.tid
+    }
+
+    /// The kernel has cleared the tid word: the thread ran its last
+    /// instruction and the region is free.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.block.tid_word().load(Ordering::Acquire) == 0
+    }
+
+    /// Sleeps until the kernel clears the tid word at the thread's exit.
+    fn wait(&self) {
+        let word = self.block.tid_word();
+        loop {
+            match word.load(Ordering::Acquire) {
+                0 => return,
+                tid => sys::futex_wait(word, tid),
+            }
+        }
+    }
+
+    /// Waits for the thread and returns what it left.
+    ///
+    /// # Safety
+    /// `T` must be the thread's result type.
+    pub(crate) unsafe fn join<T>(mut self) -> Result<T> {
+        self.wait();
+        let slot = std::mem::replace(&mut self.result, ptr::null_mut());
+        // SAFETY: the thread exited, so its result was written, and we
+        // cleared `self.result` so it is read only here.
+        let result = unsafe { slot.cast::<Option<Result<T>>>().read() };
+        result.expect("rawthread: a thread exited without leaving a result")
+    }
+
+    /// Waits for the thread and drops what it left; says whether it
+    /// panicked.
+    pub(crate) fn join_and_discard(mut self) -> bool {
+        self.wait();
+        let slot = std::mem::replace(&mut self.result, ptr::null_mut());
+        // SAFETY: the thread exited; the slot is read only here.
+        unsafe { (self.drop_result)(slot) }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.is_finished() {
+            if !self.result.is_null() {
+                // SAFETY: the thread exited and the result was not taken.
+                unsafe { (self.drop_result)(self.result) };
+            }
+            // SAFETY: the thread is gone, so its block may be freed.
+            unsafe { ManuallyDrop::drop(&mut self.block) };
+        } else {
+            // SAFETY: `self.block` is not used again after this take.
+            let block = ManuallyDrop::new(unsafe { ManuallyDrop::take(&mut self.block) });
+            let orphan = Running { block, ..*self };
+            ORPHANS.lock().unwrap_or_else(|e| e.into_inner()).push(orphan);
+        }
+    }
+}
+
+/// Threads whose handles were dropped while they ran: their regions are
+/// freed by a later spawn once their tid words read 0.
+static ORPHANS: Mutex<Vec<Running>> = Mutex::new(Vec::new());
+
+fn reap_orphans() {
+    let mut orphans = std::mem::take(&mut *ORPHANS.lock().unwrap_or_else(|e| e.into_inner()));
+    if orphans.is_empty() {
+        return;
+    }
+    // Dropping the finished ones frees them (and runs their results'
+    // destructors) outside the lock, since those may spawn in turn.
+    orphans.retain(|t| !t.is_finished());
+    ORPHANS.lock().unwrap_or_else(|e| e.into_inner()).append(&mut orphans);
+}
+
+/// An owned permission to join a thread, as [`std::thread::JoinHandle`].
+/// Dropping it detaches the thread.
+pub struct JoinHandle<T> {
+    running: Running,
+    _result: PhantomData<T>,
+}
+
+// SAFETY: `&JoinHandle` only reads the tid and whether the thread finished;
+// the `T` is reached through `join(self)` alone.
+unsafe impl<T> Sync for JoinHandle<T> {}
+
+impl<T> JoinHandle<T> {
+    /// Waits for the thread to finish and returns its result, or the panic
+    /// payload if it panicked. When this returns the thread has exited:
+    /// its `thread_local!` destructors have run.
+    pub fn join(self) -> Result<T> {
+        // SAFETY: `running` was spawned with result type T.
+        unsafe { self.running.join() }
+    }
+
+    /// Whether the thread has exited (joining will not block).
+    pub fn is_finished(&self) -> bool {
+        self.running.is_finished()
+    }
+
+    /// The thread's kernel thread id (as `gettid()` returns in it).
+    pub fn tid(&self) -> libc::pid_t {
+        self.running.tid()
+    }
+}
+
+impl<T> fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle").field("tid", &self.tid()).finish_non_exhaustive()
+    }
+}
