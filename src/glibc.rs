@@ -327,7 +327,8 @@ impl Glibc {
             // sched_getcpu() reads rseq's cpu_id: "not yet" if we will
             // register, "never" if glibc itself does not use rseq.
             if self.rseq_offset != 0 {
-                let state = if self.rseq_len != 0 { RSEQ_CPU_ID_UNINITIALIZED } else { RSEQ_CPU_ID_REGISTRATION_FAILED };
+                let state =
+                    if self.rseq_len != 0 { RSEQ_CPU_ID_UNINITIALIZED } else { RSEQ_CPU_ID_REGISTRATION_FAILED };
                 *((tp as isize + self.rseq_offset) as usize as *mut i32).byte_add(RSEQ_CPU_ID) = state;
             }
             // The resolver's per-thread state (glibc keeps it in struct

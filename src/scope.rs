@@ -171,8 +171,6 @@ impl<T> fmt::Debug for ScopedJoinHandle<'_, T> {
 
 impl fmt::Debug for Scope<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Scope")
-            .field("running", &self.data.running.load(Ordering::Relaxed))
-            .finish_non_exhaustive()
+        f.debug_struct("Scope").field("running", &self.data.running.load(Ordering::Relaxed)).finish_non_exhaustive()
     }
 }

@@ -177,13 +177,7 @@ pub(crate) fn futex_wait(word: &AtomicI32, expected: i32) {
     // SAFETY: `word` is a valid, aligned i32 for the duration of the call;
     // EAGAIN/EINTR just mean "look again", which every caller does.
     unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT,
-            expected,
-            std::ptr::null::<libc::timespec>(),
-        );
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, std::ptr::null::<libc::timespec>());
     }
 }
 

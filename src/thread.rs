@@ -31,9 +31,8 @@ const MIN_STACK_SIZE: usize = libc::PTHREAD_STACK_MIN;
 
 fn default_stack_size() -> usize {
     static SIZE: OnceLock<usize> = OnceLock::new();
-    *SIZE.get_or_init(|| {
-        std::env::var("RUST_MIN_STACK").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_STACK_SIZE)
-    })
+    *SIZE
+        .get_or_init(|| std::env::var("RUST_MIN_STACK").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_STACK_SIZE))
 }
 
 /// Thread factory, as [`std::thread::Builder`], plus [`Builder::guard_size`].
@@ -124,7 +123,9 @@ impl Builder {
         let sigmask = sys::block_all_signals();
         // SAFETY: `record` is aligned room for a Record<F, T> in the region,
         // which nobody else uses yet.
-        unsafe { record.write(Record { start: MaybeUninit::new(Start { f, glibc, tp, sigmask, name, scope }), result: None }) };
+        unsafe {
+            record.write(Record { start: MaybeUninit::new(Start { f, glibc, tp, sigmask, name, scope }), result: None })
+        };
         // SAFETY: the stack is mapped, the thread block initialised, and
         // thread_main never returns; signals are blocked.
         let cloned = unsafe { sys::clone_thread(&start) };

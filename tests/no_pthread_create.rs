@@ -1,0 +1,75 @@
+//! Proves that rawthread never makes a thread with `pthread_create`: this
+//! binary defines its own `pthread_create`, which the linker binds every
+//! call in the executable to (std's and rawthread's alike), counts the
+//! calls and forwards to glibc's. The only call allowed is the one-time
+//! switch of glibc to multi-threaded mode. No test harness: libtest would
+//! start pthreads of its own.
+
+use std::ffi::{c_int, c_void};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static CALLS: AtomicUsize = AtomicUsize::new(0);
+
+type StartRoutine = extern "C" fn(*mut c_void) -> *mut c_void;
+type PthreadCreate =
+    unsafe extern "C" fn(*mut libc::pthread_t, *const libc::pthread_attr_t, StartRoutine, *mut c_void) -> c_int;
+
+/// # Safety
+/// The same contract as glibc's `pthread_create`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pthread_create(
+    thread: *mut libc::pthread_t,
+    attr: *const libc::pthread_attr_t,
+    start: StartRoutine,
+    arg: *mut c_void,
+) -> c_int {
+    CALLS.fetch_add(1, Ordering::SeqCst);
+    // SAFETY: RTLD_NEXT finds glibc's pthread_create, whose type this is.
+    let real: PthreadCreate = unsafe {
+        let p = libc::dlsym(libc::RTLD_NEXT, c"pthread_create".as_ptr());
+        assert!(!p.is_null(), "glibc's pthread_create not found");
+        std::mem::transmute::<*mut c_void, PthreadCreate>(p)
+    };
+    // SAFETY: forwarded unchanged from our caller.
+    unsafe { real(thread, attr, start, arg) }
+}
+
+fn single_threaded() -> u8 {
+    // SAFETY: glibc's public `char __libc_single_threaded`.
+    unsafe { *(libc::dlsym(libc::RTLD_DEFAULT, c"__libc_single_threaded".as_ptr()) as *const u8) }
+}
+
+fn tasks() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+fn main() {
+    assert_eq!(single_threaded(), 1, "no thread may exist before the first spawn");
+    assert_eq!(tasks(), 1);
+
+    // Plain, nested and scoped raw threads, 64 in all.
+    let outer: Vec<_> = (0..16)
+        .map(|i| {
+            rawthread::spawn(move || {
+                let inner = rawthread::spawn(move || i * 2);
+                i + inner.join().unwrap()
+            })
+        })
+        .collect();
+    let sum: usize = outer.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(sum, (0..16).map(|i| i * 3).sum());
+    let mut counts = [0usize; 32];
+    rawthread::scope(|s| {
+        for c in counts.iter_mut() {
+            s.spawn(move || *c += 1);
+        }
+    });
+    assert_eq!(counts, [1; 32]);
+
+    let calls = CALLS.load(Ordering::SeqCst);
+    assert_eq!(calls, 1, "pthread_create may be called once, for glibc's multi-threaded switch; saw {calls}");
+    assert_eq!(single_threaded(), 0, "glibc must be in multi-threaded mode");
+    assert_eq!(tasks(), 1, "every raw thread has exited");
+    println!("no_pthread_create: 64 raw threads, {calls} pthread_create call (the one-time switch)");
+    println!("1 passed, 0 failed");
+}
