@@ -92,3 +92,47 @@ rawthread_thread_start:
     ud2
     .cfi_endproc
     .size   rawthread_thread_start, .-rawthread_thread_start
+
+# void rawthread_unmap_and_exit(void *base, size_t len)
+#
+# The last act of a detached thread that frees its own region: it runs on
+# the stack it unmaps, so from the munmap on it may touch no memory at all,
+# only registers. Never returns.
+    .globl  rawthread_unmap_and_exit
+    .hidden rawthread_unmap_and_exit
+    .type   rawthread_unmap_and_exit, @function
+    .p2align 4
+rawthread_unmap_and_exit:
+    .cfi_startproc
+    # Keep base and len in registers no syscall below reads or clobbers.
+    mov     r8, rdi
+    mov     r9, rsi
+    # Block every signal: a handler run after the munmap would push its
+    # frame onto unmapped memory (origin#125).
+    mov     eax, 14                 # __NR_rt_sigprocmask
+    xor     edi, edi                # SIG_BLOCK
+    lea     rsi, [rip + rawthread_all_signals]
+    xor     edx, edx                # no old mask wanted
+    mov     r10d, 8                 # the kernel's sigset size
+    syscall
+    # Forget CLONE_CHILD_CLEARTID's address: at exit the kernel would write 0
+    # into the tid word, in memory that another mapping may own by then.
+    mov     eax, 218                # __NR_set_tid_address
+    xor     edi, edi
+    syscall
+    mov     rdi, r8
+    mov     rsi, r9
+    mov     eax, 11                 # __NR_munmap
+    syscall
+    # The stack is gone; SYS_exit ends this thread only, and needs none.
+    xor     edi, edi
+    mov     eax, 60                 # __NR_exit
+    syscall
+    ud2
+    .cfi_endproc
+    .size   rawthread_unmap_and_exit, .-rawthread_unmap_and_exit
+
+    .section .rodata
+    .p2align 3
+rawthread_all_signals:
+    .quad   -1

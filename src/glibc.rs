@@ -23,11 +23,13 @@
 //! The steps and what breaks without each are measured in the design note
 //! `shared/design/glibc-compat.md`; the comments below say why each exists.
 
+use std::alloc::Layout;
 use std::ffi::{CStr, c_void};
 use std::io;
+use std::mem::ManuallyDrop;
 use std::ptr;
-use std::sync::OnceLock;
 use std::sync::atomic::AtomicI32;
+use std::sync::{Mutex, OnceLock};
 
 use crate::region::{BlockGeometry, Region};
 use crate::sys;
@@ -91,6 +93,10 @@ pub(crate) struct Glibc {
     rseq_len: u32,
     /// The `__resp` TLS slot's offset from tp.
     resp: isize,
+    /// libc's own `.tbss` (see [`LIBC_STATES`]): its distance below tp and
+    /// its length.
+    libc_state_below_tp: usize,
+    libc_state_len: usize,
     allocate_tls: unsafe extern "C" fn(*mut c_void) -> *mut c_void,
     deallocate_tls: unsafe extern "C" fn(*mut c_void, bool),
     call_tls_dtors: unsafe extern "C" fn(),
@@ -175,6 +181,7 @@ fn discover() -> Result<Glibc, String> {
     let (mut static_size, mut static_align) = (0, 0);
     // SAFETY: two valid out-pointers.
     unsafe { get_static(&mut static_size, &mut static_align) };
+    let (libc_state_below_tp, libc_state_len) = find_libc_state()?;
 
     let g = Glibc {
         static_size,
@@ -193,6 +200,8 @@ fn discover() -> Result<Glibc, String> {
         },
         // dlsym of a TLS symbol answers with the calling thread's copy.
         resp: dlsym(c"__resp")? as isize - current_tp() as isize,
+        libc_state_below_tp,
+        libc_state_len,
         // SAFETY: see above.
         allocate_tls: unsafe { function(c"_dl_allocate_tls")? },
         // SAFETY: see above.
@@ -209,6 +218,10 @@ fn discover() -> Result<Glibc, String> {
     let tp = current_tp();
     check(g.static_align.is_power_of_two() && g.static_size >= g.tcb_size, "static TLS info")?;
     check(g.tcb_size >= g.specific + KEY_L1 * size_of::<usize>(), "sizeof(struct pthread)")?;
+    check(
+        libc_state_len <= LIBC_STATE_MAX && libc_state_below_tp <= static_size - g.tcb_size,
+        "libc's TLS block lies in static TLS",
+    )?;
     // SAFETY: tp is the calling thread's live TCB, at least tcb_size bytes.
     unsafe {
         check(*at::<usize>(tp, TCB_TCB) == tp && *at::<usize>(tp, TCB_SELF) == tp, "tcbhead_t tcb/self")?;
@@ -238,6 +251,43 @@ fn discover() -> Result<Glibc, String> {
 
     switch_to_multi_threaded()?;
     Ok(g)
+}
+
+/// The largest libc `.tbss` we carry from thread to thread (128 bytes in
+/// glibc 2.36).
+const LIBC_STATE_MAX: usize = 512;
+
+/// Finds libc's own TLS block as the module whose block holds `errno`, and
+/// returns its `.tbss` part (what follows the init image) as (distance
+/// below tp, length).
+fn find_libc_state() -> Result<(usize, usize), String> {
+    struct Search {
+        errno: usize,
+        tbss: Option<(usize, usize)>,
+    }
+    unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _: usize, search: *mut c_void) -> libc::c_int {
+        // SAFETY: dl_iterate_phdr passes a valid info and our own pointer.
+        let (info, search) = unsafe { (&*info, &mut *search.cast::<Search>()) };
+        if info.dlpi_tls_data.is_null() {
+            return 0;
+        }
+        // SAFETY: the loader's program headers for this module.
+        let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum.into()) };
+        for ph in phdrs.iter().filter(|ph| ph.p_type == libc::PT_TLS) {
+            let block = info.dlpi_tls_data as usize;
+            if (block..block + ph.p_memsz as usize).contains(&search.errno) {
+                search.tbss = Some((block + ph.p_filesz as usize, (ph.p_memsz - ph.p_filesz) as usize));
+                return 1;
+            }
+        }
+        0
+    }
+    // SAFETY: __errno_location has no preconditions.
+    let mut search = Search { errno: unsafe { libc::__errno_location() } as usize, tbss: None };
+    // SAFETY: `each` only reads what the loader hands it and writes `search`.
+    unsafe { libc::dl_iterate_phdr(Some(each), (&raw mut search).cast()) };
+    let (start, len) = search.tbss.ok_or("libc's TLS block (the one holding errno) not found")?;
+    Ok((current_tp().checked_sub(start).ok_or("libc's TLS block is not below the thread pointer")?, len))
 }
 
 /// Puts glibc in multi-threaded mode the only way that sets *all* of its
@@ -286,6 +336,11 @@ impl Glibc {
         unsafe { AtomicI32::from_ptr(at(tp, self.tid)) }
     }
 
+    /// The thread's rseq area, inside its TCB.
+    fn rseq_area(&self, tp: usize) -> usize {
+        tp.wrapping_add_signed(self.rseq_offset)
+    }
+
     fn res_state(&self, tp: usize) -> usize {
         tp - (self.static_size - self.tcb_size) - RES_STATE_SIZE
     }
@@ -302,9 +357,41 @@ impl Glibc {
         if unsafe { (self.allocate_tls)(tp as *mut c_void) }.is_null() {
             return Err(io::Error::from_raw_os_error(libc::ENOMEM));
         }
+        // Adopt the libc state of a thread whose region was unmapped.
+        let mut states = LIBC_STATES.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(start) = states.len().checked_sub(self.libc_state_len) {
+            // SAFETY: the libc state lies inside this region's static TLS.
+            unsafe { self.libc_state(tp).copy_from_slice(&states[start..]) };
+            states.truncate(start);
+        }
+        drop(states);
+        // SAFETY: the block is ours alone until clone.
+        unsafe { self.write_header(tp) };
+        Ok(Block { region, glibc: self })
+    }
+
+    /// libc's `.tbss` in the block at `tp`: its malloc tcache, arena binding
+    /// and other per-thread heap state, which glibc frees only in its private
+    /// thread clean-up (`__libc_thread_freeres`). Instead of leaking it with
+    /// every thread, rawthread hands it on to the next thread: kept in place
+    /// when a region is reused, kept in [`LIBC_STATES`] when one is unmapped.
+    ///
+    /// # Safety
+    /// `tp` must be a thread block that no running thread uses, or the
+    /// caller's own.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn libc_state(&self, tp: usize) -> &mut [u8] {
+        // SAFETY: per the contract; the range was checked at discovery.
+        unsafe { std::slice::from_raw_parts_mut((tp - self.libc_state_below_tp) as *mut u8, self.libc_state_len) }
+    }
+
+    /// The TCB header and the fields glibc reads from a running thread.
+    ///
+    /// # Safety
+    /// `tp` is a TCB with initialised TLS that is ours alone until clone.
+    unsafe fn write_header(&self, tp: usize) {
         let me = current_tp();
-        // SAFETY: `tp` and `me` are both TCBs of at least tcb_size bytes;
-        // the new one is ours alone until clone.
+        // SAFETY: `tp` and `me` are both TCBs of at least tcb_size bytes.
         unsafe {
             // tcb and self must be tp: TLS access and pthread_self read them.
             *at::<usize>(tp, TCB_TCB) = tp;
@@ -329,13 +416,12 @@ impl Glibc {
             if self.rseq_offset != 0 {
                 let state =
                     if self.rseq_len != 0 { RSEQ_CPU_ID_UNINITIALIZED } else { RSEQ_CPU_ID_REGISTRATION_FAILED };
-                *((tp as isize + self.rseq_offset) as usize as *mut i32).byte_add(RSEQ_CPU_ID) = state;
+                *((self.rseq_area(tp) + RSEQ_CPU_ID) as *mut i32) = state;
             }
             // The resolver's per-thread state (glibc keeps it in struct
             // pthread at an unexported offset; ours sits below the TLS).
             *((tp as isize + self.resp) as usize as *mut usize) = self.res_state(tp);
         }
-        Ok(Block { region, glibc: self })
     }
 
     /// First steps in the new thread, on its own stack and TLS.
@@ -344,7 +430,7 @@ impl Glibc {
     /// Must be called by the thread whose block is at `tp`, first thing.
     pub(crate) unsafe fn enter(&self, tp: usize) {
         if self.rseq_len != 0 {
-            let area = (tp as isize + self.rseq_offset) as usize;
+            let area = self.rseq_area(tp);
             // SAFETY: the area is inside this thread's TCB, which outlives it.
             if !unsafe { sys::rseq_register(area as *mut c_void, self.rseq_len) } {
                 // SAFETY: as above.
@@ -355,6 +441,9 @@ impl Glibc {
         // out null: isalpha() and friends would fault.
         // SAFETY: plain glibc initialiser for the calling thread.
         unsafe { (self.ctype_init)() };
+        // errno lives in libc's .tbss, which may come from an earlier thread.
+        // SAFETY: this thread's own errno.
+        unsafe { *libc::__errno_location() = 0 };
     }
 
     /// Last steps in the thread, after its closure: what glibc's
@@ -426,9 +515,15 @@ impl Glibc {
     }
 }
 
+/// libc states (see [`Glibc::libc_state`]) of threads whose regions were
+/// unmapped, end to end, for the next fresh regions. It holds at most one
+/// per thread that was alive at once, since every fresh region takes one.
+static LIBC_STATES: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
 /// A region whose glibc thread block is initialised. Dropping it frees the
-/// DTV and dynamic TLS, then unmaps the region: only do that once the
-/// thread is gone (its tid word reads 0) or was never started.
+/// DTV and dynamic TLS, keeps libc's state for a later thread, and unmaps
+/// the region: only do that once the thread is gone (its tid word reads 0)
+/// or was never started.
 pub(crate) struct Block {
     region: Region,
     glibc: &'static Glibc,
@@ -442,13 +537,84 @@ impl Block {
     pub(crate) fn tid_word(&self) -> &AtomicI32 {
         self.glibc.tid_word(self.region.tp())
     }
+
+    /// Makes the block of a finished thread new for the next one, placing
+    /// its record for `record` (the caller checked that it fits): fresh TLS
+    /// for every module, a zeroed TCB, libc's state kept in place. On error
+    /// the region is unmapped.
+    pub(crate) fn renew(self, stack: usize, record: Layout) -> io::Result<Block> {
+        let this = ManuallyDrop::new(self);
+        let glibc = this.glibc;
+        let tp = this.region.tp();
+        let mut kept = [0u8; LIBC_STATE_MAX];
+        let kept = &mut kept[..glibc.libc_state_len];
+        // SAFETY: the thread that used this block has exited (tid word 0);
+        // its DTV and dynamic TLS are freed as glibc frees a cached stack's.
+        unsafe {
+            kept.copy_from_slice(glibc.libc_state(tp));
+            (glibc.deallocate_tls)(tp as *mut c_void, false);
+            ptr::write_bytes(tp as *mut u8, 0, glibc.tcb_size);
+            ptr::write_bytes(glibc.res_state(tp) as *mut u8, 0, RES_STATE_SIZE);
+        }
+        // SAFETY: moved out of a ManuallyDrop that is not used again.
+        let mut region = unsafe { ptr::read(&this.region) };
+        let fits = region.refit(stack, record);
+        debug_assert!(fits, "the pool hands out only regions that fit");
+        // SAFETY: as in init_block: zeroed TCB, static TLS ours alone.
+        if unsafe { (glibc.allocate_tls)(tp as *mut c_void) }.is_null() {
+            drop(region);
+            return Err(io::Error::from_raw_os_error(libc::ENOMEM));
+        }
+        // SAFETY: the block is ours alone until clone.
+        unsafe {
+            glibc.libc_state(tp).copy_from_slice(kept);
+            glibc.write_header(tp);
+        }
+        Ok(Block { region, glibc })
+    }
+
+    /// The last act of a detached thread that frees its own region: frees
+    /// its DTV, leaves its libc state for a later thread and unmaps the
+    /// region it runs on. After the libc state is handed over this thread
+    /// must not allocate: the next owner may already use that malloc cache.
+    ///
+    /// # Safety
+    /// The caller is the thread this block belongs to, with every
+    /// destructor already run, and nobody else owns the block.
+    pub(crate) unsafe fn unmap_and_exit(self) -> ! {
+        let this = ManuallyDrop::new(self);
+        let glibc = this.glibc;
+        let tp = this.region.tp();
+        if glibc.rseq_len != 0 {
+            sys::rseq_unregister(glibc.rseq_area(tp) as *mut c_void, glibc.rseq_len);
+        }
+        let mut states = LIBC_STATES.lock().unwrap_or_else(|e| e.into_inner());
+        // Allocate now, while this thread still owns its malloc cache.
+        states.reserve(glibc.libc_state_len);
+        // SAFETY: our own block; from here on only static TLS is used.
+        unsafe {
+            (glibc.deallocate_tls)(tp as *mut c_void, false);
+            states.extend_from_slice(glibc.libc_state(tp));
+        }
+        drop(states);
+        // SAFETY: moved out of a ManuallyDrop that is not used again.
+        let (base, len) = unsafe { ptr::read(&this.region) }.into_raw();
+        // SAFETY: our own region, which nobody else owns.
+        unsafe { sys::unmap_and_exit(base, len) }
+    }
 }
 
 impl Drop for Block {
     fn drop(&mut self) {
+        let tp = self.region.tp();
         // SAFETY: the owner guarantees the thread is gone. glibc re-reads
         // the DTV from the TCB (the thread may have grown it) and frees it
         // with every dynamic TLS block; `false`: the TCB is not malloc'd.
-        unsafe { (self.glibc.deallocate_tls)(self.region.tp() as *mut c_void, false) };
+        unsafe { (self.glibc.deallocate_tls)(tp as *mut c_void, false) };
+        // SAFETY: as above.
+        let state = unsafe { self.glibc.libc_state(tp) };
+        if state.iter().any(|&b| b != 0) {
+            LIBC_STATES.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(state);
+        }
     }
 }

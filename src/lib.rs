@@ -85,11 +85,14 @@
 //!   thread needs.
 
 mod glibc;
+mod overflow;
+mod pool;
 mod region;
 mod scope;
 mod sys;
 mod thread;
 
+pub use pool::{PoolLimits, pool_limits, set_pool_limits};
 pub use scope::{Scope, ScopedJoinHandle, scope};
 pub use sys::uses_clone3;
 pub use thread::{Builder, JoinHandle, spawn};

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, Result};
 
-use crate::thread::{Builder, Running};
+use crate::thread::{Builder, Running, spawn_failed};
 
 /// What a scope and its threads share.
 pub(crate) struct ScopeData {
@@ -94,7 +94,7 @@ impl<'scope> Scope<'scope, '_> {
         F: FnOnce() -> T + Send + 'scope,
         T: Send + 'scope,
     {
-        Builder::new().spawn_scoped(self, f).expect("failed to spawn thread")
+        Builder::new().spawn_scoped(self, f).unwrap_or_else(|e| spawn_failed(e))
     }
 }
 

@@ -30,6 +30,10 @@ unsafe extern "C" {
         entry: unsafe extern "C" fn(*mut c_void) -> !,
         arg: *mut c_void,
     ) -> c_long;
+
+    /// Blocks all signals, clears the kernel's tid pointer, unmaps
+    /// `[base, base + len)` and exits the thread, touching no memory.
+    fn rawthread_unmap_and_exit(base: usize, len: usize) -> !;
 }
 
 /// The flags of every rawthread thread: the set glibc's `pthread_create`
@@ -187,9 +191,20 @@ pub(crate) fn futex_wait(word: &AtomicI32, expected: i32) {
 /// # Safety
 /// `area` must be the calling thread's own rseq area, live until it exits.
 pub(crate) unsafe fn rseq_register(area: *mut c_void, len: u32) -> bool {
-    const RSEQ_SIG: u32 = 0x5305_3053; // glibc's signature for x86_64
     // SAFETY: the caller guarantees `area` lives as long as the thread.
     unsafe { libc::syscall(libc::SYS_rseq, area, len, 0, RSEQ_SIG) == 0 }
+}
+
+/// glibc's rseq signature for x86_64.
+const RSEQ_SIG: u32 = 0x5305_3053;
+const RSEQ_FLAG_UNREGISTER: i32 = 1;
+
+/// Unregisters the calling thread's rseq area, which the kernel would
+/// otherwise keep writing to on every return to user space, even after
+/// the area is unmapped (SIGSEGV). A no-op error if none was registered.
+pub(crate) fn rseq_unregister(area: *mut c_void, len: u32) {
+    // SAFETY: unregistering only stops the kernel's writes to `area`.
+    unsafe { libc::syscall(libc::SYS_rseq, area, len, RSEQ_FLAG_UNREGISTER, RSEQ_SIG) };
 }
 
 /// Sets the calling thread's name (the kernel keeps 15 bytes).
@@ -197,6 +212,16 @@ pub(crate) fn set_name(name: &std::ffi::CStr) {
     // SAFETY: PR_SET_NAME reads a NUL-terminated string of which the kernel
     // copies at most 16 bytes.
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+}
+
+/// Frees the region the calling thread runs on and ends the thread.
+///
+/// # Safety
+/// `[base, base + len)` must be the caller's own stack mapping, which
+/// nothing else will use or free.
+pub(crate) unsafe fn unmap_and_exit(base: usize, len: usize) -> ! {
+    // SAFETY: per the contract; the routine touches no memory after munmap.
+    unsafe { rawthread_unmap_and_exit(base, len) }
 }
 
 /// Ends the calling thread alone: `SYS_exit`, never `exit_group`. The kernel

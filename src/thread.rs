@@ -10,14 +10,15 @@ use std::marker::PhantomData;
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::Result;
 
 use crate::glibc::{self, Block, Glibc};
 use crate::region::{Region, page_size};
 use crate::scope::ScopeData;
 use crate::sys;
+use crate::{overflow, pool};
 
 /// Why 2 MiB: it is `std::thread`'s default, so swapping `std::thread` for
 /// rawthread changes no program's stack budget, and `RUST_MIN_STACK`
@@ -100,17 +101,20 @@ impl Builder {
         T: Send,
     {
         let glibc = glibc::get()?;
-        reap_orphans();
+        overflow::install();
         let name = kernel_name(self.name.as_deref())?;
         let stack = self.stack_size.unwrap_or_else(default_stack_size).max(MIN_STACK_SIZE);
         let guard = self.guard_size.unwrap_or_else(page_size);
-        let region = Region::map(guard, stack, Layout::new::<Record<F, T>>(), &glibc.geometry())?;
-        let block = glibc.init_block(region)?;
+        let layout = Layout::new::<Record<F, T>>();
+        let block = match pool::take(guard, stack, layout) {
+            Some(block) => block.renew(stack, layout)?,
+            None => glibc.init_block(Region::map(guard, stack, layout, &glibc.geometry())?)?,
+        };
 
         let region = block.region();
         let tp = region.tp();
         let record = region.record() as *mut Record<F, T>;
-        let start = sys::ThreadStart {
+        let thread_start = sys::ThreadStart {
             stack_low: region.stack_low(),
             stack_top: region.stack_top(),
             tls: tp,
@@ -118,36 +122,50 @@ impl Builder {
             entry: thread_main::<F, T>,
             arg: record.cast(),
         };
+        let (guard_high, altstack) = (region.stack_low(), region.altstack());
+        let guard = (guard_high - region.guard_len(), guard_high);
         // Nothing may run on the child before its thread block is live: it
         // starts with every signal blocked and restores our mask itself.
         let sigmask = sys::block_all_signals();
+        let start = Start { f, glibc, tp, sigmask, name, guard, altstack, scope };
         // SAFETY: `record` is aligned room for a Record<F, T> in the region,
         // which nobody else uses yet.
-        unsafe {
-            record.write(Record { start: MaybeUninit::new(Start { f, glibc, tp, sigmask, name, scope }), result: None })
-        };
+        unsafe { record.write(Record { header: Header::new(), start: MaybeUninit::new(start), result: None }) };
         // SAFETY: the stack is mapped, the thread block initialised, and
         // thread_main never returns; signals are blocked.
-        let cloned = unsafe { sys::clone_thread(&start) };
+        let cloned = unsafe { sys::clone_thread(&thread_start) };
         sys::set_signal_mask(&sigmask);
         match cloned {
             Ok(tid) => Ok(Running {
                 block: ManuallyDrop::new(block),
                 tid,
+                header: record.cast(),
                 // SAFETY: a field of the record written above.
                 result: unsafe { &raw mut (*record).result }.cast(),
                 drop_result: drop_result::<T>,
             }),
             Err(e) => {
-                // No thread: take the closure back to drop it here, then
-                // `block` frees the TLS and unmaps the region.
+                // No thread: take the closure back to drop it here; the
+                // untouched region goes back to the pool.
                 // SAFETY: written above and never read by anyone.
                 drop(unsafe { record.read() });
-                drop(block);
+                pool::put(block);
                 Err(e)
             }
         }
     }
+}
+
+/// The panic of [`spawn`] and [`crate::Scope::spawn`], which name the
+/// limit when the kernel refused for lack of threads.
+pub(crate) fn spawn_failed(e: io::Error) -> ! {
+    if e.raw_os_error() == Some(libc::EAGAIN) {
+        panic!(
+            "failed to spawn thread: {e}: a limit on threads was reached \
+             (RLIMIT_NPROC, kernel.threads-max, kernel.pid_max or the cgroup's pids.max)"
+        );
+    }
+    panic!("failed to spawn thread: {e}")
 }
 
 /// The name as the kernel takes it: at most 15 bytes and a NUL, all NUL
@@ -173,7 +191,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    Builder::new().spawn(f).expect("failed to spawn thread")
+    Builder::new().spawn(f).unwrap_or_else(|e| spawn_failed(e))
 }
 
 /// What the creator hands the child, in the child's region.
@@ -183,13 +201,42 @@ struct Start<F> {
     tp: usize,
     sigmask: libc::sigset_t,
     name: [u8; 16],
+    /// The guard's range and the alternate signal stack, for [`overflow`].
+    guard: (usize, usize),
+    altstack: (usize, usize),
     scope: Option<Arc<ScopeData>>,
 }
 
+/// The thread's side of the handshake in [`Header::state`].
+const RUNNING: u8 = 0;
+/// The child stored its result: its handle frees the region.
+const DONE: u8 = 1;
+/// The handle was dropped first: the child frees its own region.
+const DETACHED: u8 = 2;
+
+/// The part of the record that does not depend on the closure's types.
+#[repr(C)]
+struct Header {
+    /// RUNNING until the child (DONE) or the handle (DETACHED) swaps it;
+    /// whichever swaps second learns who owns the region from then on.
+    state: AtomicU8,
+    /// Where a detaching handle leaves the region's ownership (`Block`) for
+    /// the child, before it swaps in DETACHED.
+    block: MaybeUninit<Block>,
+}
+
+impl Header {
+    fn new() -> Header {
+        Header { state: AtomicU8::new(RUNNING), block: MaybeUninit::uninit() }
+    }
+}
+
 /// The record above the child's stack: `start` is moved out by the child
-/// first thing; `result` is written by the child last and read by whoever
-/// owns the region once the tid word is 0.
+/// first thing; `result` is written by the child when the closure returns
+/// and read by whoever then owns the region.
+#[repr(C)]
 struct Record<F, T> {
+    header: Header,
     start: MaybeUninit<Start<F>>,
     result: Option<Result<T>>,
 }
@@ -205,51 +252,74 @@ where
 {
     let record = record.cast::<Record<F, T>>();
     // SAFETY: written by the creator before clone; read exactly once.
-    let Start { f, glibc, tp, sigmask, name, scope } = unsafe { (*record).start.assume_init_read() };
+    let Start { f, glibc, tp, sigmask, name, guard, altstack, scope } = unsafe { (*record).start.assume_init_read() };
     // SAFETY: this is the thread `tp` belongs to, and this is its start.
     unsafe { glibc.enter(tp) };
+    overflow::enter(altstack, guard, name);
     if name[0] != 0 {
         sys::set_name(CStr::from_bytes_until_nul(&name).unwrap_or_default());
     }
     sys::set_signal_mask(&sigmask);
 
     let result = panic::catch_unwind(AssertUnwindSafe(f));
-    // SAFETY: the slot holds `None` (nothing to drop); nobody reads it
-    // until our tid word is 0.
+    // SAFETY: the slot holds `None` (nothing to drop); only the region's
+    // owner reads it, after the state swap below.
     unsafe { (&raw mut (*record).result).write(Some(result)) };
     if let Some(scope) = scope {
         scope.thread_done();
     }
 
+    // SAFETY: the header is ours to read; see Header::state.
+    let header = unsafe { &(*record).header };
+    if header.state.swap(DONE, Ordering::AcqRel) == RUNNING {
+        // The handle owns the region and will free it once we exit.
+        // SAFETY: our own block, once, after the closure.
+        unsafe { glibc.leave(tp) };
+        sys::block_all_signals();
+        sys::exit_thread();
+    }
+    // Detached: nobody will read the result, and the region is ours.
+    // SAFETY: the handle wrote the block before swapping in DETACHED, and
+    // the result slot is ours alone.
+    let block = unsafe {
+        ptr::drop_in_place(&raw mut (*record).result);
+        header.block.assume_init_read()
+    };
     // SAFETY: our own block, once, after the closure.
     unsafe { glibc.leave(tp) };
-    // From here on no handler may run on a thread whose TLS is torn down.
     sys::block_all_signals();
-    sys::exit_thread()
+    match pool::adopt(block) {
+        // The pool hands the region out again only after our tid word is 0.
+        Ok(()) => sys::exit_thread(),
+        // SAFETY: our own block, destructors done, owned by nobody else.
+        Err(block) => unsafe { block.unmap_and_exit() },
+    }
 }
 
 /// Drops the result a thread left, unread; says whether it panicked.
 ///
 /// # Safety
-/// `slot` is a `Record<_, T>::result` whose thread has exited.
+/// `slot` is a `Record<_, T>::result` the thread has written.
 unsafe fn drop_result<T>(slot: *mut u8) -> bool {
     // SAFETY: per the contract, a written Option<Result<T>>.
     let result = unsafe { slot.cast::<Option<Result<T>>>().read() };
     matches!(result, Some(Err(_)))
 }
 
-/// A started thread and its region. Dropped while the thread still runs,
-/// it moves to the orphan list: the region must outlive the thread.
+/// A started thread and the ownership of its region. Dropped unjoined, it
+/// detaches the thread: whichever of the two finishes second frees the
+/// region (see [`Header::state`]).
 pub(crate) struct Running {
     block: ManuallyDrop<Block>,
     tid: libc::pid_t,
+    header: *mut Header,
     /// The record's result slot; null once taken.
     result: *mut u8,
     drop_result: unsafe fn(*mut u8) -> bool,
 }
 
-// SAFETY: the result slot is reached only through the single owner of the
-// `Running`, and only after the thread exited; the rest is plain data.
+// SAFETY: the record is reached only through the single owner of the
+// `Running` and the thread itself, ordered by the state handshake.
 unsafe impl Send for Running {}
 // SAFETY: `&Running` only reads the tid and the atomic tid word.
 unsafe impl Sync for Running {}
@@ -301,35 +371,27 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if self.is_finished() {
-            if !self.result.is_null() {
-                // SAFETY: the thread exited and the result was not taken.
-                unsafe { (self.drop_result)(self.result) };
+        // SAFETY: `self.block` is not used again after this take.
+        let block = unsafe { ManuallyDrop::take(&mut self.block) };
+        if self.result.is_null() {
+            // Joined: the thread is gone.
+            return pool::put(block);
+        }
+        // SAFETY: the header lives in the region, which is still mapped: we
+        // own it until the swap below hands it over.
+        let header = unsafe { &mut *self.header };
+        header.block.write(block);
+        if header.state.swap(DETACHED, Ordering::AcqRel) == DONE {
+            // The thread stored its result before we detached, so it will
+            // not free the region: we do, with the unread result.
+            // SAFETY: the thread is past its swap and touches neither the
+            // result nor the block slot again.
+            unsafe {
+                (self.drop_result)(self.result);
+                pool::put(header.block.assume_init_read());
             }
-            // SAFETY: the thread is gone, so its block may be freed.
-            unsafe { ManuallyDrop::drop(&mut self.block) };
-        } else {
-            // SAFETY: `self.block` is not used again after this take.
-            let block = ManuallyDrop::new(unsafe { ManuallyDrop::take(&mut self.block) });
-            let orphan = Running { block, ..*self };
-            ORPHANS.lock().unwrap_or_else(|e| e.into_inner()).push(orphan);
         }
     }
-}
-
-/// Threads whose handles were dropped while they ran: their regions are
-/// freed by a later spawn once their tid words read 0.
-static ORPHANS: Mutex<Vec<Running>> = Mutex::new(Vec::new());
-
-fn reap_orphans() {
-    let mut orphans = std::mem::take(&mut *ORPHANS.lock().unwrap_or_else(|e| e.into_inner()));
-    if orphans.is_empty() {
-        return;
-    }
-    // Dropping the finished ones frees them (and runs their results'
-    // destructors) outside the lock, since those may spawn in turn.
-    orphans.retain(|t| !t.is_finished());
-    ORPHANS.lock().unwrap_or_else(|e| e.into_inner()).append(&mut orphans);
 }
 
 /// An owned permission to join a thread, as [`std::thread::JoinHandle`].

@@ -1,6 +1,9 @@
 #[test]
 fn smoke() {
-    let h = rawthread::spawn(|| { println!("hello from {}", unsafe { libc::gettid() }); 42 });
+    let h = rawthread::spawn(|| {
+        println!("hello from {}", unsafe { libc::gettid() });
+        42
+    });
     println!("tid {}", h.tid());
     assert_eq!(h.join().unwrap(), 42);
     let r = rawthread::spawn(|| panic!("boom")).join();

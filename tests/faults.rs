@@ -1,0 +1,278 @@
+//! Raw threads meeting a refusing kernel, signals, fork, exec, exit and
+//! stack overflow. Each case runs in a child process of its own: it
+//! installs seccomp filters, rlimits or signal handlers, or ends the
+//! process.
+
+mod common;
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+
+use common::{fds, in_child, maps, run_child, run_child_ok};
+
+/// Installs a seccomp filter that fails `clone3` with `clone3_errno` and,
+/// if `clone_errno` is non-zero, `clone` with it; everything else passes.
+fn refuse_clone(clone3_errno: u32, clone_errno: u32) {
+    use libc::{BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W};
+    let stmt = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
+    let jump = |k: u32, jt: u8, jf: u8| libc::sock_filter { code: (BPF_JMP | BPF_JEQ | BPF_K) as u16, jt, jf, k };
+    let clone_action = if clone_errno == 0 { libc::SECCOMP_RET_ALLOW } else { libc::SECCOMP_RET_ERRNO | clone_errno };
+    let mut program = [
+        // The syscall number: seccomp_data.nr, at offset 0.
+        stmt(BPF_LD | BPF_W | BPF_ABS, 0),
+        jump(libc::SYS_clone3 as u32, 0, 1),
+        stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_ERRNO | clone3_errno),
+        jump(libc::SYS_clone as u32, 0, 1),
+        stmt(BPF_RET | BPF_K, clone_action),
+        stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_ALLOW),
+    ];
+    let prog = libc::sock_fprog { len: program.len() as u16, filter: program.as_mut_ptr() };
+    // SAFETY: a well-formed filter that outlives the call (the kernel
+    // copies it); no_new_privs is what an unprivileged filter needs.
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        assert_eq!(libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog), 0);
+    }
+}
+
+/// `clone3` refused with ENOSYS (as container seccomp profiles do): the
+/// runtime falls back to `clone` for good, and threads work as before.
+#[test]
+fn clone3_enosys_falls_back_to_clone() {
+    if in_child("clone3_enosys_falls_back_to_clone") {
+        refuse_clone(libc::ENOSYS as u32, 0);
+        let sum: u64 = (0..20u64).map(|i| rawthread::spawn(move || i * 2)).map(|h| h.join().unwrap()).sum();
+        assert_eq!(sum, 380);
+        assert_eq!(rawthread::uses_clone3(), Some(false));
+        println!("clone fallback ok");
+        return;
+    }
+    assert!(run_child_ok("clone3_enosys_falls_back_to_clone").contains("clone fallback ok"));
+}
+
+/// EPERM from `clone3` (older seccomp profiles) is treated the same way.
+#[test]
+fn clone3_eperm_falls_back_to_clone() {
+    if in_child("clone3_eperm_falls_back_to_clone") {
+        refuse_clone(libc::EPERM as u32, 0);
+        assert_eq!(rawthread::spawn(|| 7).join().unwrap(), 7);
+        assert_eq!(rawthread::uses_clone3(), Some(false));
+        return;
+    }
+    run_child_ok("clone3_eperm_falls_back_to_clone");
+}
+
+/// Both refused with EAGAIN: every spawn is `Err(EAGAIN)`, and 1,000 of
+/// them leak no mapping and no file descriptor.
+#[test]
+fn clone_eagain_is_an_error_and_leaks_nothing() {
+    if in_child("clone_eagain_is_an_error_and_leaks_nothing") {
+        refuse_clone(libc::EAGAIN as u32, libc::EAGAIN as u32);
+        let first = rawthread::Builder::new().spawn(|| ()).unwrap_err();
+        assert_eq!(first.raw_os_error(), Some(libc::EAGAIN));
+        let (maps0, fds0) = (maps(), fds());
+        for _ in 0..1000 {
+            let e = rawthread::Builder::new().spawn(|| ()).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EAGAIN));
+        }
+        assert_eq!((maps(), fds()), (maps0, fds0));
+        return;
+    }
+    run_child_ok("clone_eagain_is_an_error_and_leaks_nothing");
+}
+
+/// Under an address-space limit a huge stack is `Err(ENOMEM)`; small ones
+/// still work.
+#[test]
+fn address_space_limit_gives_enomem() {
+    if in_child("address_space_limit_gives_enomem") {
+        rawthread::spawn(|| ()).join().unwrap();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let vm_kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmSize:"))
+            .unwrap()
+            .trim()
+            .trim_end_matches(" kB")
+            .trim()
+            .parse()
+            .unwrap();
+        let limit = (vm_kb << 10) + (256 << 20);
+        // SAFETY: a valid rlimit.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &libc::rlimit { rlim_cur: limit, rlim_max: limit }) }, 0);
+        let e = rawthread::Builder::new().stack_size(1 << 30).spawn(|| ()).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOMEM));
+        for _ in 0..10 {
+            assert_eq!(rawthread::Builder::new().stack_size(256 << 10).spawn(|| 5).unwrap().join().unwrap(), 5);
+        }
+        return;
+    }
+    run_child_ok("address_space_limit_gives_enomem");
+}
+
+thread_local! {
+    static WHO: Cell<i32> = const { Cell::new(-1) };
+}
+static HANDLED_ON: AtomicI32 = AtomicI32::new(0);
+static HANDLED_TLS: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_usr1(_: libc::c_int) {
+    // SAFETY: gettid is async-signal-safe.
+    HANDLED_ON.store(unsafe { libc::gettid() }, Ordering::SeqCst);
+    HANDLED_TLS.store(WHO.get(), Ordering::SeqCst);
+}
+
+/// A signal sent with `tgkill` to one raw thread runs its handler on that
+/// thread, with that thread's TLS.
+#[test]
+fn tgkill_reaches_the_raw_thread() {
+    if in_child("tgkill_reaches_the_raw_thread") {
+        // SAFETY: installing a handler that only stores atomics.
+        unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let h = rawthread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            let me = unsafe { libc::gettid() };
+            WHO.set(me + 1000);
+            ready_tx.send(()).unwrap();
+            while HANDLED_ON.load(Ordering::SeqCst) == 0 {
+                std::hint::spin_loop();
+            }
+            me
+        });
+        ready_rx.recv().unwrap();
+        // SAFETY: a signal to a live thread of this process.
+        assert_eq!(unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), h.tid(), libc::SIGUSR1) }, 0);
+        let tid = h.join().unwrap();
+        assert_eq!(HANDLED_ON.load(Ordering::SeqCst), tid);
+        assert_eq!(HANDLED_TLS.load(Ordering::SeqCst), tid + 1000);
+        return;
+    }
+    run_child_ok("tgkill_reaches_the_raw_thread");
+}
+
+/// `fork()` from a raw thread: the child is a copy of that thread alone,
+/// and ordinary code (allocation, stdout, even a new raw thread) runs in it.
+#[test]
+fn fork_from_a_raw_thread() {
+    if in_child("fork_from_a_raw_thread") {
+        let status = rawthread::spawn(|| {
+            // SAFETY: fork in a thread; the child only runs code that is
+            // fine after fork in this (now single-threaded) copy.
+            match unsafe { libc::fork() } {
+                0 => {
+                    let v: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
+                    println!("forked child: {} strings", v.len());
+                    let tasks = std::fs::read_dir("/proc/self/task").unwrap().count();
+                    let inner = rawthread::spawn(move || tasks * 10).join().unwrap();
+                    // SAFETY: ends the forked child at once.
+                    unsafe { libc::_exit(if inner == 10 { 42 } else { 1 }) }
+                }
+                pid => {
+                    let mut status = 0;
+                    // SAFETY: waiting for our own child.
+                    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+                    status
+                }
+            }
+        })
+        .join()
+        .unwrap();
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 42, "status {status:#x}");
+        return;
+    }
+    assert!(run_child_ok("fork_from_a_raw_thread").contains("forked child: 1000 strings"));
+}
+
+/// `std::process::Command` from raw threads: spawn, wait, capture output.
+#[test]
+fn command_from_raw_threads() {
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            rawthread::spawn(move || {
+                let out =
+                    std::process::Command::new("sh").arg("-c").arg(format!("echo hi{i}; exit {i}")).output().unwrap();
+                (out.status.code(), String::from_utf8(out.stdout).unwrap())
+            })
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(h.join().unwrap(), (Some(i as i32), format!("hi{i}\n")));
+    }
+}
+
+/// `std::process::exit` from a raw thread ends the whole process with its
+/// code, while the main thread is blocked in `join`.
+#[test]
+fn process_exit_from_a_raw_thread() {
+    if in_child("process_exit_from_a_raw_thread") {
+        let h = rawthread::spawn(|| std::process::exit(37));
+        h.join().unwrap();
+        unreachable!("the process should have exited");
+    }
+    assert_eq!(run_child("process_exit_from_a_raw_thread").status.code(), Some(37));
+}
+
+static DEPTH: AtomicUsize = AtomicUsize::new(0);
+
+#[allow(unconditional_recursion)] // it ends in the guard page
+fn recurse(n: usize) -> usize {
+    let frame = [n as u8; 512];
+    DEPTH.fetch_max(n, Ordering::Relaxed);
+    std::hint::black_box(&frame);
+    recurse(n + 1) + frame[0] as usize
+}
+
+/// Running into the guard: the process dies by SIGSEGV (no hang, no
+/// silent corruption) and stderr names the thread and its tid.
+#[test]
+fn stack_overflow_is_reported() {
+    if in_child("stack_overflow_is_reported") {
+        let h = rawthread::Builder::new().name("deep-diver".into()).stack_size(256 << 10).spawn(|| recurse(0)).unwrap();
+        eprintln!("overflowing tid {}", h.tid());
+        h.join().unwrap();
+        unreachable!("the overflow should have killed the process");
+    }
+    let out = run_child("stack_overflow_is_reported");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "stderr: {stderr}");
+    let tid = stderr.lines().find_map(|l| l.strip_prefix("overflowing tid ")).expect("tid line");
+    let report = format!("thread 'deep-diver' (tid {tid}) has overflowed its stack");
+    assert!(stderr.contains(&report), "no {report:?} in stderr: {stderr}");
+}
+
+/// An unnamed raw thread is reported as such; a std thread's overflow is
+/// still std's to report (our handler hands it back).
+#[test]
+fn overflow_report_for_unnamed_and_std_threads() {
+    if in_child("overflow_report_unnamed") {
+        rawthread::spawn(|| recurse(0)).join().unwrap();
+        unreachable!();
+    }
+    if in_child("overflow_report_std") {
+        rawthread::spawn(|| ()).join().unwrap(); // our handler is installed
+        std::thread::Builder::new().name("std-diver".into()).spawn(|| recurse(0)).unwrap().join().unwrap();
+        unreachable!();
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let out = run_child_named("overflow_report_for_unnamed_and_std_threads", "overflow_report_unnamed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "{stderr}");
+    assert!(stderr.contains("thread '<unnamed>' (tid "), "{stderr}");
+
+    let out = run_child_named("overflow_report_for_unnamed_and_std_threads", "overflow_report_std");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.signal() == Some(libc::SIGABRT) || out.status.signal() == Some(libc::SIGSEGV), "{stderr}");
+    assert!(stderr.contains("thread 'std-diver'") && stderr.contains("has overflowed its stack"), "{stderr}");
+    assert!(!stderr.contains("(tid "), "rawthread claimed a std thread's overflow: {stderr}");
+}
+
+/// Runs test `test` in a child process where `in_child(mode)` holds.
+fn run_child_named(test: &str, mode: &str) -> std::process::Output {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env("RAWTHREAD_TEST_CHILD", mode)
+        .output()
+        .unwrap()
+}

@@ -1,0 +1,288 @@
+//! Region reuse, bounded memory under churn, detached threads, many threads
+//! at once, and the kernel's thread limits. Whatever measures the whole
+//! process runs in a child process of its own.
+
+mod common;
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use common::{fds, in_child, maps, rss, run_child_ok, tasks};
+
+/// What 30,000 leaked glibc malloc caches (~1.2 KB each) would add; memory
+/// may wobble by a few pages, never by a fraction of that.
+const SLACK: usize = 256 << 10;
+
+fn spawn_join_many(n: usize) {
+    for i in 0..n {
+        let v = rawthread::spawn(move || {
+            // Touch the heap so that every thread has a malloc cache.
+            let b = Box::new(i);
+            *b + 1
+        })
+        .join()
+        .unwrap();
+        assert_eq!(v, i + 1);
+    }
+}
+
+fn churn_is_bounded() {
+    spawn_join_many(30_000);
+    let (rss1, maps1) = (rss(), maps());
+    spawn_join_many(30_000);
+    let (rss2, maps2) = (rss(), maps());
+    println!("after 30k: rss {rss1} maps {maps1}; after 60k: rss {rss2} maps {maps2}");
+    assert!(maps2 <= maps1, "mappings grew from {maps1} to {maps2}");
+    assert!(rss2 <= rss1 + SLACK, "RSS grew from {rss1} to {rss2}");
+}
+
+#[test]
+fn churn_with_pool_is_bounded() {
+    if in_child("churn_with_pool_is_bounded") {
+        return churn_is_bounded();
+    }
+    print!("{}", run_child_ok("churn_with_pool_is_bounded"));
+}
+
+/// With reuse off every region is unmapped: libc's per-thread state must
+/// still be handed on rather than leaked.
+#[test]
+fn churn_without_pool_is_bounded() {
+    if in_child("churn_without_pool_is_bounded") {
+        rawthread::set_pool_limits(rawthread::PoolLimits { regions: 0, bytes: 0 });
+        return churn_is_bounded();
+    }
+    print!("{}", run_child_ok("churn_without_pool_is_bounded"));
+}
+
+thread_local! {
+    static MARK: Cell<u32> = const { Cell::new(7) };
+    static HEAP: std::cell::RefCell<Vec<u32>> = std::cell::RefCell::new(vec![1, 2, 3]);
+}
+
+/// A region used by one thread gives the next fresh TLS and a fresh TCB:
+/// initial thread-local values, a new `thread::current()`, errno 0, and
+/// pthread-key values gone.
+#[test]
+fn reused_region_is_fresh() {
+    let key = {
+        let mut key = 0;
+        // SAFETY: a valid out-pointer and no destructor.
+        assert_eq!(unsafe { libc::pthread_key_create(&mut key, None) }, 0);
+        key
+    };
+    let mut ids = Vec::new();
+    for round in 0..50u32 {
+        let (id, errno, mark, heap, specific) = rawthread::spawn(move || {
+            // SAFETY: reading this thread's errno and key value.
+            let seen = unsafe { (*libc::__errno_location(), libc::pthread_getspecific(key) as usize) };
+            let state = (std::thread::current().id(), seen.0, MARK.get(), HEAP.with_borrow(|h| h.clone()), seen.1);
+            // Dirty everything for the next thread on this region.
+            MARK.set(round + 100);
+            HEAP.with_borrow_mut(|h| h.push(round));
+            // SAFETY: errno is this thread's; the key is valid.
+            unsafe {
+                *libc::__errno_location() = libc::EBADF;
+                libc::pthread_setspecific(key, 0x1234 as *const libc::c_void);
+            }
+            state
+        })
+        .join()
+        .unwrap();
+        assert_eq!((errno, mark, heap, specific), (0, 7, vec![1, 2, 3], 0), "round {round}");
+        assert!(!ids.contains(&id), "round {round}: thread::current() reused");
+        ids.push(id);
+    }
+}
+
+/// Threads of different stack sizes share the pool without one getting a
+/// stack smaller than it asked for.
+#[test]
+fn reuse_respects_stack_size() {
+    for size in [64 << 10, 1 << 20, 64 << 10, 8 << 20, 256 << 10, 8 << 20] {
+        let used = rawthread::Builder::new()
+            .stack_size(size)
+            .spawn(move || {
+                // Use nearly all of it: a smaller stack would fault.
+                let mut buf = vec![0u8; 0];
+                fn deep(n: usize, acc: &mut Vec<u8>) -> usize {
+                    let frame = [n as u8; 1024];
+                    std::hint::black_box(&frame);
+                    if n == 0 { acc.len() } else { deep(n - 1, acc) + frame[0] as usize }
+                }
+                deep(size / 1024 / 2, &mut buf)
+            })
+            .unwrap()
+            .join();
+        assert!(used.is_ok());
+    }
+}
+
+/// Limits are settable and applied; the old ones are returned.
+#[test]
+fn pool_limits_round_trip() {
+    let old = rawthread::pool_limits();
+    assert_eq!(old, rawthread::PoolLimits::default());
+    let custom = rawthread::PoolLimits { regions: 3, bytes: 1 << 30 };
+    assert_eq!(rawthread::set_pool_limits(custom), old);
+    assert_eq!(rawthread::pool_limits(), custom);
+    rawthread::set_pool_limits(old);
+}
+
+/// The pool never holds more than its limits: with room for 2 regions,
+/// 20 threads alive at once leave at most 2 extra mappings behind.
+#[test]
+fn pool_is_bounded() {
+    if in_child("pool_is_bounded") {
+        rawthread::set_pool_limits(rawthread::PoolLimits { regions: 2, bytes: 1 << 30 });
+        rawthread::spawn(|| ()).join().unwrap(); // first-spawn set-up
+        let before = maps();
+        let gate = Arc::new(Barrier::new(21));
+        let handles: Vec<_> = (0..20)
+            .map(|_| {
+                let gate = gate.clone();
+                rawthread::spawn(move || {
+                    gate.wait();
+                })
+            })
+            .collect();
+        gate.wait();
+        handles.into_iter().for_each(|h| h.join().unwrap());
+        // Each region is up to three mappings (altstack + guard + rest).
+        let after = maps();
+        println!("maps before {before}, after {after}");
+        assert!(after <= before + 2 * 3, "maps {before} -> {after}");
+        return;
+    }
+    print!("{}", run_child_ok("pool_is_bounded"));
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    // Not a timing assertion: a generous bound so a bug fails instead of
+    // hanging the suite.
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(120), "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Unmaps every pooled region. Which regions the pool keeps, and so how
+/// their mappings merge with their neighbours, varies from batch to batch;
+/// emptied, the mappings left are exactly what leaked.
+fn drain_pool() {
+    let limits = rawthread::set_pool_limits(rawthread::PoolLimits { regions: 0, bytes: 0 });
+    rawthread::set_pool_limits(limits);
+}
+
+fn detached_batch(ran: &Arc<AtomicUsize>, n: usize) {
+    let base = tasks();
+    let target = ran.load(Ordering::SeqCst) + n;
+    for _ in 0..n {
+        let ran = ran.clone();
+        drop(rawthread::spawn(move || {
+            let v = std::hint::black_box(vec![1u8; 100]);
+            ran.fetch_add(v.len() / 100, Ordering::SeqCst);
+        }));
+    }
+    wait_until("every detached thread to run", || ran.load(Ordering::SeqCst) == target);
+    wait_until("every detached thread to exit", || tasks() == base);
+}
+
+/// Dropped handles: every thread runs, frees its region by itself (to the
+/// pool, or unmapping it from under its own feet: the pool holds ~19 of
+/// these regions), and a second batch costs no more memory than the first.
+#[test]
+fn detached_threads_clean_up() {
+    if in_child("detached_threads_clean_up") {
+        let ran = Arc::new(AtomicUsize::new(0));
+        detached_batch(&ran, 10_000);
+        drain_pool();
+        let (rss1, maps1) = (rss(), maps());
+        detached_batch(&ran, 10_000);
+        drain_pool();
+        let (rss2, maps2) = (rss(), maps());
+        println!("after 10k detached: rss {rss1} maps {maps1}; after 20k: rss {rss2} maps {maps2}");
+        assert_eq!(ran.load(Ordering::SeqCst), 20_000);
+        assert!(maps2 <= maps1, "mappings grew from {maps1} to {maps2}");
+        assert!(rss2 <= rss1 + SLACK, "RSS grew from {rss1} to {rss2}");
+        return;
+    }
+    print!("{}", run_child_ok("detached_threads_clean_up"));
+}
+
+/// 5,000 threads alive at once on 64 KiB stacks, all joined.
+#[test]
+fn five_thousand_live_threads() {
+    const N: usize = 5_000;
+    let gate = Arc::new(Barrier::new(N + 1));
+    let handles: Vec<_> = (0..N)
+        .map(|i| {
+            let gate = gate.clone();
+            rawthread::Builder::new()
+                .stack_size(64 << 10)
+                .spawn(move || {
+                    gate.wait();
+                    i
+                })
+                .unwrap()
+        })
+        .collect();
+    gate.wait();
+    let sum: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(sum, N * (N - 1) / 2);
+}
+
+/// At RLIMIT_NPROC (enforced once root's uid is dropped) spawning fails
+/// with EAGAIN, leaks nothing, and `spawn` panics naming the limit.
+#[test]
+fn thread_limit_gives_eagain() {
+    if in_child("thread_limit_gives_eagain") {
+        const LIMIT: u64 = 16;
+        let limit = libc::rlimit { rlim_cur: LIMIT, rlim_max: LIMIT };
+        // SAFETY: plain syscalls on this thread; setresuid through the raw
+        // syscall changes only this thread's credentials, which the threads
+        // it creates inherit, and needs no glibc thread broadcast.
+        unsafe {
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NPROC, &limit), 0);
+            if libc::geteuid() == 0 {
+                assert_eq!(libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534), 0);
+            }
+        }
+        let gate = Arc::new(Barrier::new(1));
+        let mut alive = Vec::new();
+        let err = loop {
+            assert!(alive.len() < 1000, "RLIMIT_NPROC was not enforced");
+            let gate = gate.clone();
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            match rawthread::Builder::new().stack_size(64 << 10).spawn(move || {
+                let _ = rx.recv();
+                gate.wait();
+            }) {
+                Ok(h) => alive.push((h, tx)),
+                Err(e) => break e,
+            }
+        };
+        println!("{} threads, then: {err}", alive.len());
+        assert_eq!(err.raw_os_error(), Some(libc::EAGAIN));
+        // The first failure leaves one region in the pool, for the next try.
+        assert!(rawthread::Builder::new().spawn(|| ()).is_err());
+        let (maps0, fds0) = (maps(), fds());
+        for _ in 0..1000 {
+            let e = rawthread::Builder::new().spawn(|| ()).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EAGAIN));
+        }
+        assert_eq!((maps(), fds()), (maps0, fds0), "a failed spawn leaked");
+        let panic = std::panic::catch_unwind(|| rawthread::spawn(|| ())).unwrap_err();
+        let msg = panic.downcast_ref::<String>().unwrap();
+        assert!(msg.contains("RLIMIT_NPROC") && msg.contains("os error 11"), "{msg}");
+        for (h, tx) in alive {
+            drop(tx);
+            h.join().unwrap();
+        }
+        return;
+    }
+    print!("{}", run_child_ok("thread_limit_gives_eagain"));
+}
