@@ -228,8 +228,15 @@ fn recurse(n: usize) -> usize {
 #[test]
 fn stack_overflow_is_reported() {
     if in_child("stack_overflow_is_reported") {
-        let h = rawthread::Builder::new().name("deep-diver".into()).stack_size(256 << 10).spawn(|| recurse(0)).unwrap();
-        eprintln!("overflowing tid {}", h.tid());
+        let h = rawthread::Builder::new()
+            .name("deep-diver".into())
+            .stack_size(256 << 10)
+            .spawn(|| {
+                // SAFETY: gettid has no preconditions.
+                eprintln!("overflowing tid {}", unsafe { libc::gettid() });
+                recurse(0)
+            })
+            .unwrap();
         h.join().unwrap();
         unreachable!("the overflow should have killed the process");
     }
