@@ -87,6 +87,7 @@
 mod glibc;
 mod overflow;
 mod pool;
+pub mod process;
 mod region;
 mod scope;
 mod sys;

@@ -62,7 +62,6 @@ pub(crate) const THREAD_FLAGS: u64 = (
 
 /// `struct clone_args` (linux/sched.h), the version-0 layout of 64 bytes.
 #[repr(C)]
-#[derive(Default)]
 pub(crate) struct CloneArgs {
     pub flags: u64,
     pub pidfd: u64,
@@ -91,40 +90,52 @@ pub fn uses_clone3() -> Option<bool> {
     }
 }
 
-/// Where and how the child starts.
-pub(crate) struct ThreadStart {
-    /// Lowest usable stack address and the stack's initial top.
+/// What to clone and where the child starts.
+pub(crate) struct CloneRequest {
+    /// CLONE_* flags, without an exit signal.
+    pub flags: u64,
+    /// The signal the parent gets at the child's exit (SIGCHLD for a
+    /// process, 0 for a thread).
+    pub exit_signal: u64,
+    /// Lowest usable stack address and the stack's initial top; `(0, 0)`
+    /// for a process that runs on a copy of the caller's stack.
     pub stack_low: usize,
     pub stack_top: usize,
-    /// The child's thread pointer (`%fs` base).
+    /// The child's thread pointer (`%fs` base), with CLONE_SETTLS.
     pub tls: usize,
-    /// The word that receives the tid and is cleared at exit.
+    /// The word that receives the tid and is cleared at exit, with
+    /// CLONE_PARENT_SETTID/CLONE_CHILD_CLEARTID.
     pub tid_word: *mut pid_t,
+    /// Where CLONE_PIDFD puts the pidfd; -1 is written there if the legacy
+    /// `clone` had to be used, which is then called without CLONE_PIDFD.
+    pub pidfd: *mut libc::c_int,
     pub entry: unsafe extern "C" fn(*mut c_void) -> !,
     pub arg: *mut c_void,
 }
 
-/// Creates a thread with [`THREAD_FLAGS`]: `clone3` first, and the legacy
-/// `clone` for good once `clone3` answers ENOSYS (old kernels, valgrind,
+/// Creates a thread or process: `clone3` first, and the legacy `clone`
+/// for good once `clone3` answers ENOSYS (old kernels, valgrind,
 /// container seccomp profiles) or EPERM (older seccomp profiles).
 ///
 /// # Safety
-/// `start` must describe a mapped stack and a prepared thread block, and
-/// `entry` must never return; the caller must have blocked signals.
-pub(crate) unsafe fn clone_thread(start: &ThreadStart) -> io::Result<pid_t> {
+/// `req` must describe a mapped stack (or none, for a process without
+/// CLONE_VM) and, with CLONE_SETTLS, a prepared thread block; `entry` must
+/// never return. A thread's creator must have blocked signals.
+pub(crate) unsafe fn clone(req: &CloneRequest) -> io::Result<pid_t> {
     if CLONE3.load(Ordering::Relaxed) != CLONE3_REFUSED {
         let mut args = CloneArgs {
-            flags: THREAD_FLAGS,
-            child_tid: start.tid_word as u64,
-            parent_tid: start.tid_word as u64,
-            stack: start.stack_low as u64,
-            stack_size: (start.stack_top - start.stack_low) as u64,
-            tls: start.tls as u64,
-            ..CloneArgs::default()
+            flags: req.flags,
+            pidfd: req.pidfd as u64,
+            child_tid: req.tid_word as u64,
+            parent_tid: req.tid_word as u64,
+            exit_signal: req.exit_signal,
+            stack: req.stack_low as u64,
+            stack_size: (req.stack_top - req.stack_low) as u64,
+            tls: req.tls as u64,
         };
         // SAFETY: `args` is a valid version-0 clone_args; the caller vouches
         // for the stack, the TLS and an entry that never returns.
-        let ret = unsafe { rawthread_clone3(&mut args, size_of::<CloneArgs>(), start.entry, start.arg) };
+        let ret = unsafe { rawthread_clone3(&mut args, size_of::<CloneArgs>(), req.entry, req.arg) };
         match ret {
             tid if tid >= 0 => {
                 CLONE3.store(CLONE3_WORKS, Ordering::Relaxed);
@@ -136,17 +147,17 @@ pub(crate) unsafe fn clone_thread(start: &ThreadStart) -> io::Result<pid_t> {
             err => return Err(io::Error::from_raw_os_error(-err as i32)),
         }
     }
+    let mut flags = req.flags | req.exit_signal;
+    if !req.pidfd.is_null() {
+        // Legacy clone would return the pidfd through the tid pointer;
+        // keep it simple: no pidfd, the caller waits by pid.
+        flags &= !(libc::CLONE_PIDFD as u64);
+        // SAFETY: the caller's out-parameter.
+        unsafe { *req.pidfd = -1 };
+    }
     // SAFETY: as above; the legacy ABI takes the stack's top directly.
     let ret = unsafe {
-        rawthread_clone(
-            THREAD_FLAGS,
-            start.stack_top as *mut c_void,
-            start.tid_word,
-            start.tid_word,
-            start.tls,
-            start.entry,
-            start.arg,
-        )
+        rawthread_clone(flags, req.stack_top as *mut c_void, req.tid_word, req.tid_word, req.tls, req.entry, req.arg)
     };
     if ret < 0 { Err(io::Error::from_raw_os_error(-ret as i32)) } else { Ok(ret as pid_t) }
 }

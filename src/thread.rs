@@ -114,11 +114,14 @@ impl Builder {
         let region = block.region();
         let tp = region.tp();
         let record = region.record() as *mut Record<F, T>;
-        let thread_start = sys::ThreadStart {
+        let request = sys::CloneRequest {
+            flags: sys::THREAD_FLAGS,
+            exit_signal: 0,
             stack_low: region.stack_low(),
             stack_top: region.stack_top(),
             tls: tp,
             tid_word: block.tid_word().as_ptr(),
+            pidfd: ptr::null_mut(),
             entry: thread_main::<F, T>,
             arg: record.cast(),
         };
@@ -133,7 +136,7 @@ impl Builder {
         unsafe { record.write(Record { header: Header::new(), start: MaybeUninit::new(start), result: None }) };
         // SAFETY: the stack is mapped, the thread block initialised, and
         // thread_main never returns; signals are blocked.
-        let cloned = unsafe { sys::clone_thread(&thread_start) };
+        let cloned = unsafe { sys::clone(&request) };
         sys::set_signal_mask(&sigmask);
         match cloned {
             Ok(tid) => Ok(Running {

@@ -55,3 +55,28 @@ pub fn fds() -> usize {
 pub fn tasks() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
 }
+
+/// Installs a seccomp filter that fails `clone3` with `clone3_errno` and,
+/// if `clone_errno` is non-zero, `clone` with it; everything else passes.
+pub fn refuse_clone(clone3_errno: u32, clone_errno: u32) {
+    use libc::{BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W};
+    let stmt = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
+    let jump = |k: u32, jt: u8, jf: u8| libc::sock_filter { code: (BPF_JMP | BPF_JEQ | BPF_K) as u16, jt, jf, k };
+    let clone_action = if clone_errno == 0 { libc::SECCOMP_RET_ALLOW } else { libc::SECCOMP_RET_ERRNO | clone_errno };
+    let mut program = [
+        // The syscall number: seccomp_data.nr, at offset 0.
+        stmt(BPF_LD | BPF_W | BPF_ABS, 0),
+        jump(libc::SYS_clone3 as u32, 0, 1),
+        stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_ERRNO | clone3_errno),
+        jump(libc::SYS_clone as u32, 0, 1),
+        stmt(BPF_RET | BPF_K, clone_action),
+        stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_ALLOW),
+    ];
+    let prog = libc::sock_fprog { len: program.len() as u16, filter: program.as_mut_ptr() };
+    // SAFETY: a well-formed filter that outlives the call (the kernel
+    // copies it); no_new_privs is what an unprivileged filter needs.
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        assert_eq!(libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog), 0);
+    }
+}

@@ -1,0 +1,245 @@
+//! Processes, the counterpart of threads: [`spawn`] runs a closure in a new
+//! process made by `clone3` with `CLONE_PIDFD` (or `clone(SIGCHLD)` where
+//! `clone3` is refused), and [`Child::wait`] returns its [`ExitStatus`], as
+//! [`crate::spawn`] and [`crate::JoinHandle::join`] do for threads.
+//!
+//! ```
+//! let mut child = rawthread::process::spawn(|| 42)?;
+//! assert_eq!(child.wait()?.code(), Some(42));
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! The child is a copy of the calling thread alone, as after `fork()`: if
+//! other threads held locks (malloc's, stdio's) when it was made, the child
+//! must keep to async-signal-safe calls. It ends with `_exit` and the
+//! closure's return value, or 101 if the closure panicked: no `atexit`
+//! handlers, and no flush of stdio buffers it shares with the parent.
+
+use std::io;
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::panic::{self, AssertUnwindSafe};
+use std::process::ExitStatus;
+use std::ptr;
+
+use libc::{c_int, c_void, pid_t};
+
+use crate::glibc::{self, Glibc};
+use crate::sys;
+
+/// Process factory: options for the new process, then [`Builder::spawn`].
+#[derive(Debug, Default)]
+#[must_use = "must eventually spawn the process"]
+pub struct Builder {
+    setsid: bool,
+    process_group: Option<pid_t>,
+}
+
+impl Builder {
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// Makes the child the leader of a new session (and of a new process
+    /// group in it), with no controlling terminal: `setsid()` in the child.
+    /// Takes precedence over [`Builder::process_group`].
+    pub fn setsid(mut self, setsid: bool) -> Builder {
+        self.setsid = setsid;
+        self
+    }
+
+    /// Puts the child in process group `pgid`, or in a new group it leads
+    /// if `pgid` is 0: `setpgid(0, pgid)` in the child.
+    pub fn process_group(mut self, pgid: pid_t) -> Builder {
+        self.process_group = Some(pgid);
+        self
+    }
+
+    /// Runs `f` in a new process; its return value is the exit code.
+    ///
+    /// Errors carry the kernel's errno: `EAGAIN` at a process limit,
+    /// `EPERM` if `setsid`/`setpgid` failed in the child (which then exits
+    /// without running `f`).
+    pub fn spawn<F>(self, f: F) -> io::Result<Child>
+    where
+        F: FnOnce() -> i32,
+    {
+        let glibc = glibc::get()?;
+        // Only when the child has set-up that can fail: a close-on-exec
+        // pipe on which it reports the errno (EOF means success).
+        let report = if self.setsid || self.process_group.is_some() { Some(pipe()?) } else { None };
+        let mut start = ManuallyDrop::new(ProcessStart {
+            f,
+            glibc,
+            setsid: self.setsid,
+            process_group: self.process_group,
+            report: report.as_ref().map(|(_, w)| w.as_raw_fd()),
+        });
+        let mut pidfd: c_int = -1;
+        let request = sys::CloneRequest {
+            // A pidfd to wait on: race-free, unlike a pid that may be reused.
+            flags: libc::CLONE_PIDFD as u64,
+            // A process: the parent is told of its end by SIGCHLD, and it
+            // runs on a copy-on-write copy of this stack.
+            exit_signal: libc::SIGCHLD as u64,
+            stack_low: 0,
+            stack_top: 0,
+            tls: 0,
+            tid_word: ptr::null_mut(),
+            pidfd: &mut pidfd,
+            entry: process_main::<F>,
+            arg: (&raw mut *start).cast(),
+        };
+        // SAFETY: no CLONE_VM: the child runs on its own copy of this
+        // stack, where `start` is; process_main never returns.
+        let cloned = unsafe { sys::clone(&request) };
+        // The closure went to the child as a copy; this one is ours to drop.
+        // SAFETY: `start` is not used again.
+        unsafe { ManuallyDrop::drop(&mut start) };
+        let pid = cloned?;
+        // SAFETY: the kernel gave us this fd, or -1 on the legacy path.
+        let pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
+        let mut child = Child { pid, pidfd, status: None };
+        if let Some((read, write)) = report {
+            drop(write);
+            let mut errno = [0u8; 4];
+            // SAFETY: reading into a 4-byte buffer.
+            let n = unsafe { libc::read(read.as_raw_fd(), errno.as_mut_ptr().cast(), 4) };
+            if n == 4 {
+                child.wait()?;
+                return Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)));
+            }
+        }
+        Ok(child)
+    }
+}
+
+/// Runs `f` in a new process with the default [`Builder`].
+pub fn spawn<F>(f: F) -> io::Result<Child>
+where
+    F: FnOnce() -> i32,
+{
+    Builder::new().spawn(f)
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: a valid 2-int buffer.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: two fresh fds we own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+struct ProcessStart<F> {
+    f: F,
+    glibc: &'static Glibc,
+    setsid: bool,
+    process_group: Option<pid_t>,
+    report: Option<c_int>,
+}
+
+/// The child's Rust entry, on its copy of the parent's stack.
+///
+/// # Safety
+/// `start` is the child's copy of the parent's `ProcessStart<F>`.
+unsafe extern "C" fn process_main<F: FnOnce() -> i32>(start: *mut c_void) -> ! {
+    // SAFETY: the parent's value, copied with its memory; read once.
+    let ProcessStart { f, glibc, setsid, process_group, report } = unsafe { start.cast::<ProcessStart<F>>().read() };
+    // As glibc's fork does: this thread's TCB still holds the parent's tid,
+    // which recursive locks and raise() use.
+    // SAFETY: gettid has no preconditions; the word is this thread's own.
+    glibc.tid_word(glibc::current_tp()).store(unsafe { libc::gettid() }, std::sync::atomic::Ordering::Relaxed);
+    let failed = if setsid {
+        // SAFETY: plain syscall wrapper.
+        (unsafe { libc::setsid() }) < 0
+    } else if let Some(pgid) = process_group {
+        // SAFETY: plain syscall wrapper.
+        (unsafe { libc::setpgid(0, pgid) }) != 0
+    } else {
+        false
+    };
+    if let Some(fd) = report {
+        if failed {
+            let errno = io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL).to_ne_bytes();
+            // SAFETY: writing 4 bytes to our end of the pipe, then leaving.
+            unsafe {
+                libc::write(fd, errno.as_ptr().cast(), 4);
+                libc::_exit(127);
+            }
+        }
+        // SAFETY: our copy of the write end; closing it sends EOF.
+        unsafe { libc::close(fd) };
+    }
+    let code = panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or(101);
+    // SAFETY: ends this process without touching what it shares with the
+    // parent (stdio buffers, atexit handlers).
+    unsafe { libc::_exit(code) }
+}
+
+/// A process made by [`spawn`]. Like [`std::process::Child`], dropping it
+/// neither waits for nor kills the process.
+#[derive(Debug)]
+pub struct Child {
+    pid: pid_t,
+    pidfd: Option<OwnedFd>,
+    status: Option<ExitStatus>,
+}
+
+impl Child {
+    /// The child's process id.
+    pub fn pid(&self) -> pid_t {
+        self.pid
+    }
+
+    /// The pidfd from `CLONE_PIDFD` (`None` where the legacy `clone` was
+    /// used): pollable, readable when the process has exited.
+    pub fn pidfd(&self) -> Option<BorrowedFd<'_>> {
+        self.pidfd.as_ref().map(|fd| fd.as_fd())
+    }
+
+    /// Waits for the process to exit (through its pidfd if it has one) and
+    /// returns its status; later calls return the same status.
+    pub fn wait(&mut self) -> io::Result<ExitStatus> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        let status = match &self.pidfd {
+            Some(fd) => loop {
+                // SAFETY: zeroed is a valid siginfo_t.
+                let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+                // SAFETY: a valid pidfd and siginfo buffer.
+                if unsafe { libc::waitid(libc::P_PIDFD, fd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED) } == 0 {
+                    // SAFETY: filled in by waitid for an exited child.
+                    let code = unsafe { info.si_status() };
+                    break match info.si_code {
+                        libc::CLD_EXITED => (code & 0xff) << 8,
+                        libc::CLD_DUMPED => code | 0x80,
+                        _ => code,
+                    };
+                }
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            },
+            None => loop {
+                let mut status = 0;
+                // SAFETY: waiting for our own child.
+                if unsafe { libc::waitpid(self.pid, &mut status, 0) } == self.pid {
+                    break status;
+                }
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            },
+        };
+        let status = ExitStatus::from_raw(status);
+        self.status = Some(status);
+        self.pidfd = None;
+        Ok(status)
+    }
+}
