@@ -84,6 +84,7 @@
 //! * glibc on x86_64 only (tested with 2.36); musl hides the state a
 //!   thread needs.
 
+mod floor;
 mod glibc;
 mod overflow;
 mod pool;
@@ -93,6 +94,8 @@ mod scope;
 mod sys;
 mod thread;
 
+#[doc(hidden)]
+pub use floor::{KernelFloor, now_ns};
 pub use pool::{PoolLimits, pool_limits, set_pool_limits};
 pub use scope::{Scope, ScopedJoinHandle, scope};
 pub use sys::uses_clone3;

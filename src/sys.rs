@@ -185,14 +185,27 @@ pub(crate) fn set_signal_mask(mask: &libc::sigset_t) {
     debug_assert_eq!(ret, 0);
 }
 
-/// Sleeps while `*word == expected`. A *shared* futex wait: the kernel's
-/// wake at thread exit (CLONE_CHILD_CLEARTID) is a shared wake, so a
-/// private wait would never see it.
-pub(crate) fn futex_wait(word: &AtomicI32, expected: i32) {
-    // SAFETY: `word` is a valid, aligned i32 for the duration of the call;
-    // EAGAIN/EINTR just mean "look again", which every caller does.
-    unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, std::ptr::null::<libc::timespec>());
+/// Sleeps until the kernel clears a thread's tid word at its exit
+/// (CLONE_CHILD_CLEARTID). A *shared* futex wait: the kernel's wake at
+/// thread exit is a shared wake, so a private wait would never see it.
+pub(crate) fn wait_for_exit(word: &AtomicI32) {
+    loop {
+        match word.load(Ordering::Acquire) {
+            0 => return,
+            tid => {
+                // SAFETY: `word` is a valid, aligned i32 for the duration
+                // of the call; EAGAIN/EINTR just mean "look again".
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_futex,
+                        word.as_ptr(),
+                        libc::FUTEX_WAIT,
+                        tid,
+                        std::ptr::null::<libc::timespec>(),
+                    )
+                };
+            }
+        }
     }
 }
 

@@ -338,15 +338,8 @@ impl Running {
         self.block.tid_word().load(Ordering::Acquire) == 0
     }
 
-    /// Sleeps until the kernel clears the tid word at the thread's exit.
     fn wait(&self) {
-        let word = self.block.tid_word();
-        loop {
-            match word.load(Ordering::Acquire) {
-                0 => return,
-                tid => sys::futex_wait(word, tid),
-            }
-        }
+        sys::wait_for_exit(self.block.tid_word());
     }
 
     /// Waits for the thread and returns what it left.

@@ -1,0 +1,75 @@
+//! The kernel floor, for the benchmark: the least a thread can cost — one
+//! `clone` on a stack made once, no TLS, no thread block, no signal
+//! masking — whose child stamps the clock and exits. Not public API: it
+//! exists so that `cargo bench` can show how far each real way of making a
+//! thread is from what the kernel alone charges.
+
+use std::io;
+use std::ptr;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+
+use memmap2::{MmapMut, MmapOptions};
+
+use crate::sys;
+
+/// A reusable 64 KiB stack and the tid word of the one floor thread that
+/// may run on it at a time.
+#[doc(hidden)]
+pub struct KernelFloor {
+    stack: MmapMut,
+    tid: Box<AtomicI32>,
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, the clock every benchmark stamp uses.
+#[doc(hidden)]
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec; CLOCK_MONOTONIC cannot fail. glibc answers
+    // from the vDSO without touching TLS, so the floor child may call it.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The floor thread: runs on the creator's TLS, so it touches none.
+unsafe extern "C" fn floor_main(stamp: *mut libc::c_void) -> ! {
+    // SAFETY: the creator's AtomicU64, alive until it joins us.
+    unsafe { (*stamp.cast::<AtomicU64>()).store(now_ns(), Ordering::Release) };
+    sys::exit_thread()
+}
+
+impl KernelFloor {
+    pub fn new() -> io::Result<KernelFloor> {
+        Ok(KernelFloor {
+            stack: MmapOptions::new().len(64 << 10).stack().map_anon()?,
+            tid: Box::new(AtomicI32::new(0)),
+        })
+    }
+
+    /// Starts the floor thread, which stores CLOCK_MONOTONIC into `stamp`
+    /// and exits; returns when `clone` does.
+    pub fn spawn(&mut self, stamp: &AtomicU64) -> io::Result<()> {
+        assert_eq!(self.tid.load(Ordering::Acquire), 0, "join the floor thread before the next spawn");
+        let low = self.stack.as_mut_ptr() as usize;
+        let request = sys::CloneRequest {
+            // A thread like the others, minus CLONE_SETTLS: it keeps our
+            // %fs and must not touch TLS.
+            flags: sys::THREAD_FLAGS & !(libc::CLONE_SETTLS as u64),
+            exit_signal: 0,
+            stack_low: low,
+            stack_top: low + self.stack.len(),
+            tls: 0,
+            tid_word: self.tid.as_ptr(),
+            pidfd: ptr::null_mut(),
+            entry: floor_main,
+            arg: ptr::from_ref(stamp).cast_mut().cast(),
+        };
+        // SAFETY: a mapped stack nobody else uses (tid 0: the last floor
+        // thread is gone); floor_main touches neither TLS nor our stack.
+        unsafe { sys::clone(&request) }.map(drop)
+    }
+
+    /// Waits until the floor thread has exited.
+    pub fn join(&self) {
+        sys::wait_for_exit(&self.tid);
+    }
+}
