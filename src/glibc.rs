@@ -31,7 +31,7 @@ use std::ptr;
 use std::sync::atomic::AtomicI32;
 use std::sync::{Mutex, OnceLock};
 
-use crate::region::{BlockGeometry, Region};
+use crate::region::{BlockGeometry, Region, ThreadLayout};
 use crate::sys;
 
 /// Fixed x86_64 `tcbhead_t` offsets: ABI, since compilers emit `%fs:0x28`
@@ -536,6 +536,24 @@ impl Block {
 
     pub(crate) fn tid_word(&self) -> &AtomicI32 {
         self.glibc.tid_word(self.region.tp())
+    }
+
+    pub(crate) fn layout(&self) -> ThreadLayout {
+        let (r, g) = (&self.region, self.glibc);
+        let tp = r.tp();
+        let (altstack, altstack_len) = r.altstack();
+        let tls_low = tp - (g.static_size - g.tcb_size);
+        ThreadLayout {
+            region: r.base()..r.base() + r.len(),
+            altstack: altstack..altstack + altstack_len,
+            guard: r.stack_low() - r.guard_len()..r.stack_low(),
+            stack: r.stack_low()..r.stack_top(),
+            record: r.record()..g.res_state(tp),
+            resolver: g.res_state(tp)..tls_low,
+            static_tls: tls_low..tp,
+            tcb: tp..tp + g.tcb_size,
+            tid_word: tp + g.tid,
+        }
     }
 
     /// Makes the block of a finished thread new for the next one, placing

@@ -97,6 +97,7 @@ mod thread;
 #[doc(hidden)]
 pub use floor::{KernelFloor, now_ns};
 pub use pool::{PoolLimits, pool_limits, set_pool_limits};
+pub use region::ThreadLayout;
 pub use scope::{Scope, ScopedJoinHandle, scope};
-pub use sys::uses_clone3;
+pub use sys::{THREAD_CLONE_FLAGS, uses_clone3};
 pub use thread::{Builder, JoinHandle, spawn};

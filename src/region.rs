@@ -29,9 +29,36 @@
 
 use std::alloc::Layout;
 use std::io;
+use std::ops::Range;
 use std::sync::OnceLock;
 
 use memmap2::{MmapMut, MmapOptions};
+
+/// Where a thread's pieces lie in its region: addresses in this process,
+/// low to high, as in the diagram of [`crate`]'s documentation. For people
+/// studying how a thread is made (see `examples/anatomy.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThreadLayout {
+    /// The whole mapping.
+    pub region: Range<usize>,
+    /// The alternate signal stack the overflow report runs on.
+    pub altstack: Range<usize>,
+    /// The `PROT_NONE` guard.
+    pub guard: Range<usize>,
+    /// The stack; the thread starts with its stack pointer at the end.
+    pub stack: Range<usize>,
+    /// The start record: closure in, result out.
+    pub record: Range<usize>,
+    /// The thread's resolver state (`struct __res_state`).
+    pub resolver: Range<usize>,
+    /// The static TLS blocks of every module loaded at start-up.
+    pub static_tls: Range<usize>,
+    /// glibc's `struct pthread`; its start is the thread pointer (`%fs`).
+    pub tcb: Range<usize>,
+    /// The tid word inside the TCB: the kernel's CLONE_PARENT_SETTID and
+    /// CLONE_CHILD_CLEARTID target, and the futex `join` sleeps on.
+    pub tid_word: usize,
+}
 
 /// How much room the glibc thread block needs around the thread pointer.
 pub(crate) struct BlockGeometry {

@@ -36,29 +36,41 @@ unsafe extern "C" {
     fn rawthread_unmap_and_exit(base: usize, len: usize) -> !;
 }
 
-/// The flags of every rawthread thread: the set glibc's `pthread_create`
-/// uses, so the kernel treats the thread exactly as it treats a pthread.
-pub(crate) const THREAD_FLAGS: u64 = (
+/// The flags of every rawthread thread, by name: the set glibc's
+/// `pthread_create` uses, so the kernel treats the thread exactly as it
+/// treats a pthread.
+pub const THREAD_CLONE_FLAGS: [(&str, u64); 9] = [
     // Share the address space: this is what makes it a thread.
-    libc::CLONE_VM
+    ("CLONE_VM", libc::CLONE_VM as u64),
     // Share cwd, root and umask, as POSIX threads must.
-    | libc::CLONE_FS
+    ("CLONE_FS", libc::CLONE_FS as u64),
     // Share the fd table: a file opened in one thread is usable in all.
-    | libc::CLONE_FILES
+    ("CLONE_FILES", libc::CLONE_FILES as u64),
     // Share signal handlers (required by CLONE_THREAD).
-    | libc::CLONE_SIGHAND
+    ("CLONE_SIGHAND", libc::CLONE_SIGHAND as u64),
     // Same thread group: same pid, no SIGCHLD, exit_group ends us all.
-    | libc::CLONE_THREAD
+    ("CLONE_THREAD", libc::CLONE_THREAD as u64),
     // Share System V semaphore undo lists, as POSIX requires of threads.
-    | libc::CLONE_SYSVSEM
+    ("CLONE_SYSVSEM", libc::CLONE_SYSVSEM as u64),
     // Install the new thread's TCB as its %fs base before it runs.
-    | libc::CLONE_SETTLS
+    ("CLONE_SETTLS", libc::CLONE_SETTLS as u64),
     // Write the tid into the TCB before clone returns, so the creator can
     // see it at once and the child's tid field is valid from instruction one.
-    | libc::CLONE_PARENT_SETTID
+    ("CLONE_PARENT_SETTID", libc::CLONE_PARENT_SETTID as u64),
     // At exit the kernel zeroes that same word and futex-wakes it: the join.
-    | libc::CLONE_CHILD_CLEARTID
-) as u64;
+    ("CLONE_CHILD_CLEARTID", libc::CLONE_CHILD_CLEARTID as u64),
+];
+
+/// [`THREAD_CLONE_FLAGS`] as one mask.
+pub(crate) const THREAD_FLAGS: u64 = {
+    let mut mask = 0;
+    let mut i = 0;
+    while i < THREAD_CLONE_FLAGS.len() {
+        mask |= THREAD_CLONE_FLAGS[i].1;
+        i += 1;
+    }
+    mask
+};
 
 /// `struct clone_args` (linux/sched.h), the version-0 layout of 64 bytes.
 #[repr(C)]

@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::Result;
 
 use crate::glibc::{self, Block, Glibc};
-use crate::region::{Region, page_size};
+use crate::region::{Region, ThreadLayout, page_size};
 use crate::scope::ScopeData;
 use crate::sys;
 use crate::{overflow, pool};
@@ -338,6 +338,10 @@ impl Running {
         self.block.tid_word().load(Ordering::Acquire) == 0
     }
 
+    pub(crate) fn layout(&self) -> ThreadLayout {
+        self.block.layout()
+    }
+
     fn wait(&self) {
         sys::wait_for_exit(self.block.tid_word());
     }
@@ -418,6 +422,11 @@ impl<T> JoinHandle<T> {
     /// The thread's kernel thread id (as `gettid()` returns in it).
     pub fn tid(&self) -> libc::pid_t {
         self.running.tid()
+    }
+
+    /// Where the thread's guard, stack, TLS, TCB and tid word are.
+    pub fn layout(&self) -> ThreadLayout {
+        self.running.layout()
     }
 }
 
