@@ -148,10 +148,11 @@ impl Builder {
                 drop_result: drop_result::<T>,
             }),
             Err(e) => {
-                // No thread: take the closure back to drop it here; the
+                // No thread: take the closure back to drop it here (with
+                // what it captured, and the scope's reference); the
                 // untouched region goes back to the pool.
                 // SAFETY: written above and never read by anyone.
-                drop(unsafe { record.read() });
+                drop(unsafe { (*record).start.assume_init_read() });
                 pool::put(block);
                 Err(e)
             }
@@ -177,7 +178,7 @@ fn kernel_name(name: Option<&str>) -> io::Result<[u8; 16]> {
     let mut out = [0u8; 16];
     if let Some(name) = name {
         if name.contains('\0') {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "thread name may not contain NUL bytes"));
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
         let n = name.len().min(15);
         out[..n].copy_from_slice(&name.as_bytes()[..n]);

@@ -5,44 +5,16 @@
 
 mod common;
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{fds, in_child, maps, refuse_clone, run_child, run_child_ok};
-
-/// `clone3` refused with ENOSYS (as container seccomp profiles do): the
-/// runtime falls back to `clone` for good, and threads work as before.
-#[test]
-fn clone3_enosys_falls_back_to_clone() {
-    if in_child("clone3_enosys_falls_back_to_clone") {
-        refuse_clone(libc::ENOSYS as u32, 0);
-        let sum: u64 = (0..20u64).map(|i| rawthread::spawn(move || i * 2)).map(|h| h.join().unwrap()).sum();
-        assert_eq!(sum, 380);
-        assert_eq!(rawthread::uses_clone3(), Some(false));
-        println!("clone fallback ok");
-        return;
-    }
-    assert!(run_child_ok("clone3_enosys_falls_back_to_clone").contains("clone fallback ok"));
-}
-
-/// EPERM from `clone3` (older seccomp profiles) is treated the same way.
-#[test]
-fn clone3_eperm_falls_back_to_clone() {
-    if in_child("clone3_eperm_falls_back_to_clone") {
-        refuse_clone(libc::EPERM as u32, 0);
-        assert_eq!(rawthread::spawn(|| 7).join().unwrap(), 7);
-        assert_eq!(rawthread::uses_clone3(), Some(false));
-        return;
-    }
-    run_child_ok("clone3_eperm_falls_back_to_clone");
-}
+use common::{CHILD_ENV, fds, in_child, maps, refuse_syscalls, run_child, run_child_ok};
 
 /// Both refused with EAGAIN: every spawn is `Err(EAGAIN)`, and 1,000 of
 /// them leak no mapping and no file descriptor.
 #[test]
 fn clone_eagain_is_an_error_and_leaks_nothing() {
     if in_child("clone_eagain_is_an_error_and_leaks_nothing") {
-        refuse_clone(libc::EAGAIN as u32, libc::EAGAIN as u32);
+        refuse_syscalls(&[(libc::SYS_clone3, libc::EAGAIN), (libc::SYS_clone, libc::EAGAIN)]);
         let first = rawthread::Builder::new().spawn(|| ()).unwrap_err();
         assert_eq!(first.raw_os_error(), Some(libc::EAGAIN));
         let (maps0, fds0) = (maps(), fds());
@@ -83,47 +55,6 @@ fn address_space_limit_gives_enomem() {
         return;
     }
     run_child_ok("address_space_limit_gives_enomem");
-}
-
-thread_local! {
-    static WHO: Cell<i32> = const { Cell::new(-1) };
-}
-static HANDLED_ON: AtomicI32 = AtomicI32::new(0);
-static HANDLED_TLS: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn on_usr1(_: libc::c_int) {
-    // SAFETY: gettid is async-signal-safe.
-    HANDLED_ON.store(unsafe { libc::gettid() }, Ordering::SeqCst);
-    HANDLED_TLS.store(WHO.get(), Ordering::SeqCst);
-}
-
-/// A signal sent with `tgkill` to one raw thread runs its handler on that
-/// thread, with that thread's TLS.
-#[test]
-fn tgkill_reaches_the_raw_thread() {
-    if in_child("tgkill_reaches_the_raw_thread") {
-        // SAFETY: installing a handler that only stores atomics.
-        unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let h = rawthread::spawn(move || {
-            // SAFETY: gettid has no preconditions.
-            let me = unsafe { libc::gettid() };
-            WHO.set(me + 1000);
-            ready_tx.send(()).unwrap();
-            while HANDLED_ON.load(Ordering::SeqCst) == 0 {
-                std::hint::spin_loop();
-            }
-            me
-        });
-        ready_rx.recv().unwrap();
-        // SAFETY: a signal to a live thread of this process.
-        assert_eq!(unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), h.tid(), libc::SIGUSR1) }, 0);
-        let tid = h.join().unwrap();
-        assert_eq!(HANDLED_ON.load(Ordering::SeqCst), tid);
-        assert_eq!(HANDLED_TLS.load(Ordering::SeqCst), tid + 1000);
-        return;
-    }
-    run_child_ok("tgkill_reaches_the_raw_thread");
 }
 
 /// `fork()` from a raw thread: the child is a copy of that thread alone,
@@ -185,7 +116,7 @@ fn process_exit_from_a_raw_thread() {
         h.join().unwrap();
         unreachable!("the process should have exited");
     }
-    assert_eq!(run_child("process_exit_from_a_raw_thread").status.code(), Some(37));
+    assert_eq!(run_child("process_exit_from_a_raw_thread", &[]).status.code(), Some(37));
 }
 
 static DEPTH: AtomicUsize = AtomicUsize::new(0);
@@ -215,7 +146,7 @@ fn stack_overflow_is_reported() {
         h.join().unwrap();
         unreachable!("the overflow should have killed the process");
     }
-    let out = run_child("stack_overflow_is_reported");
+    let out = run_child("stack_overflow_is_reported", &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "stderr: {stderr}");
@@ -238,23 +169,14 @@ fn overflow_report_for_unnamed_and_std_threads() {
         unreachable!();
     }
     use std::os::unix::process::ExitStatusExt;
-    let out = run_child_named("overflow_report_for_unnamed_and_std_threads", "overflow_report_unnamed");
+    let out = run_child("overflow_report_for_unnamed_and_std_threads", &[(CHILD_ENV, "overflow_report_unnamed")]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "{stderr}");
     assert!(stderr.contains("thread '<unnamed>' (tid "), "{stderr}");
 
-    let out = run_child_named("overflow_report_for_unnamed_and_std_threads", "overflow_report_std");
+    let out = run_child("overflow_report_for_unnamed_and_std_threads", &[(CHILD_ENV, "overflow_report_std")]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.signal() == Some(libc::SIGABRT) || out.status.signal() == Some(libc::SIGSEGV), "{stderr}");
     assert!(stderr.contains("thread 'std-diver'") && stderr.contains("has overflowed its stack"), "{stderr}");
     assert!(!stderr.contains("(tid "), "rawthread claimed a std thread's overflow: {stderr}");
-}
-
-/// Runs test `test` in a child process where `in_child(mode)` holds.
-fn run_child_named(test: &str, mode: &str) -> std::process::Output {
-    std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env("RAWTHREAD_TEST_CHILD", mode)
-        .output()
-        .unwrap()
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::{fds, in_child, maps, rss, run_child_ok, tasks};
+use common::{drain_pool, fds, in_child, maps, rss, run_child_ok, tasks};
 
 /// What 30,000 leaked glibc malloc caches (~1.2 KB each) would add; memory
 /// may wobble by a few pages, never by a fraction of that.
@@ -167,14 +167,6 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
         assert!(start.elapsed() < Duration::from_secs(120), "gave up waiting for {what}");
         std::thread::sleep(Duration::from_millis(1));
     }
-}
-
-/// Unmaps every pooled region. Which regions the pool keeps, and so how
-/// their mappings merge with their neighbours, varies from batch to batch;
-/// emptied, the mappings left are exactly what leaked.
-fn drain_pool() {
-    let limits = rawthread::set_pool_limits(rawthread::PoolLimits { regions: 0, bytes: 0 });
-    rawthread::set_pool_limits(limits);
 }
 
 fn detached_batch(ran: &Arc<AtomicUsize>, n: usize) {

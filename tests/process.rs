@@ -4,7 +4,7 @@ mod common;
 
 use std::os::unix::process::ExitStatusExt;
 
-use common::{in_child, refuse_clone, run_child_ok};
+use common::{in_child, refuse_syscalls, run_child_ok};
 use rawthread::process;
 
 #[test]
@@ -84,7 +84,7 @@ fn processes_from_raw_threads() {
 #[test]
 fn legacy_clone_fallback() {
     if in_child("legacy_clone_fallback") {
-        refuse_clone(libc::ENOSYS as u32, 0);
+        refuse_syscalls(&[(libc::SYS_clone3, libc::ENOSYS)]);
         let mut child = process::spawn(|| 9).unwrap();
         assert!(child.pidfd().is_none());
         assert_eq!(child.wait().unwrap().code(), Some(9));

@@ -1,44 +1,84 @@
-//! Shared by the integration tests: running one test in a child process,
-//! for what may crash, change process-wide state or measure the process.
+//! Shared by the integration tests: running one test in a child process
+//! (for what may crash, changes process-wide state or measures the whole
+//! process), quiet deliberate panics, and small readings of /proc.
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+use std::io;
 use std::process::{Command, Output};
+use std::sync::Once;
 
-const CHILD_ENV: &str = "RAWTHREAD_TEST_CHILD";
+/// Tells a re-run of the test binary which test's child half to play.
+pub const CHILD_ENV: &str = "RAWTHREAD_CHILD";
 
-/// True in the child process started by [`run_child`] for test `name`.
-pub fn in_child(name: &str) -> bool {
-    std::env::var(CHILD_ENV).as_deref() == Ok(name)
+/// Whether this process is the child run of `test` (see [`run_child`]).
+pub fn in_child(test: &str) -> bool {
+    std::env::var(CHILD_ENV).is_ok_and(|v| v == test)
 }
 
-/// Re-runs this test binary with only test `name`, marked as the child.
-pub fn run_child(name: &str) -> Output {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, name)
+/// Runs this test binary again with only `test` selected, with
+/// `RAWTHREAD_CHILD=test` and `env` (which may override it), and returns
+/// what it printed.
+pub fn run_child(test: &str, env: &[(&str, &str)]) -> Output {
+    Command::new(std::env::current_exe().expect("current_exe"))
+        .env(CHILD_ENV, test)
+        .envs(env.iter().copied())
+        .args(["--exact", test, "--include-ignored", "--nocapture", "--test-threads=1"])
         .output()
-        .expect("re-running the test binary")
+        .expect("run the test binary as a child process")
 }
 
-/// [`run_child`], asserting the child passed; returns its stdout.
-pub fn run_child_ok(name: &str) -> String {
-    let out = run_child(name);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "child {name} failed: {:?}\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+/// Asserts that the child ran its test and passed, showing its output if not.
+pub fn assert_child_passed(out: &Output) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
+    assert!(stdout.contains("1 passed"), "the child did not run the test:\n{stdout}");
+}
+
+/// [`run_child`] without extra environment, asserting that the child
+/// passed; returns its stdout.
+pub fn run_child_ok(test: &str) -> String {
+    let out = run_child(test, &[]);
+    assert_child_passed(&out);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every deliberate panic's message starts with this, so that the panic
+/// hook can keep them off stderr.
+pub const EXPECTED: &str = "expected panic";
+
+/// Keeps deliberate panics quiet (raw threads do not inherit libtest's
+/// output capture, so their panic messages would go straight to stderr):
+/// messages starting with [`EXPECTED`] and non-string payloads. Every other
+/// panic is reported by the default hook as usual.
+pub fn quiet_expected_panics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if info.payload_as_str().is_some_and(|s| !s.starts_with(EXPECTED)) {
+                default(info);
+            }
+        }));
+    });
+}
+
+pub fn gettid() -> libc::pid_t {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
 }
 
 /// Resident set size in bytes.
 pub fn rss() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
     let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
+    pages * page_size()
 }
 
 /// Number of mappings.
@@ -56,27 +96,45 @@ pub fn tasks() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
 }
 
-/// Installs a seccomp filter that fails `clone3` with `clone3_errno` and,
-/// if `clone_errno` is non-zero, `clone` with it; everything else passes.
-pub fn refuse_clone(clone3_errno: u32, clone_errno: u32) {
-    use libc::{BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W};
+/// Unmaps every pooled region. Which regions the pool keeps, and so how
+/// their mappings merge with their neighbours, varies from run to run;
+/// emptied, the mappings left are exactly what leaked.
+pub fn drain_pool() {
+    let limits = rawthread::set_pool_limits(rawthread::PoolLimits { regions: 0, bytes: 0 });
+    rawthread::set_pool_limits(limits);
+}
+
+/// Makes each listed syscall fail with its errno in the calling thread and
+/// every thread it creates from now on (a seccomp filter: for child
+/// processes only).
+pub fn refuse_syscalls(refusals: &[(libc::c_long, i32)]) {
     let stmt = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
-    let jump = |k: u32, jt: u8, jf: u8| libc::sock_filter { code: (BPF_JMP | BPF_JEQ | BPF_K) as u16, jt, jf, k };
-    let clone_action = if clone_errno == 0 { libc::SECCOMP_RET_ALLOW } else { libc::SECCOMP_RET_ERRNO | clone_errno };
-    let mut program = [
-        // The syscall number: seccomp_data.nr, at offset 0.
-        stmt(BPF_LD | BPF_W | BPF_ABS, 0),
-        jump(libc::SYS_clone3 as u32, 0, 1),
-        stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_ERRNO | clone3_errno),
-        jump(libc::SYS_clone as u32, 0, 1),
-        stmt(BPF_RET | BPF_K, clone_action),
-        stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_ALLOW),
-    ];
-    let prog = libc::sock_fprog { len: program.len() as u16, filter: program.as_mut_ptr() };
-    // SAFETY: a well-formed filter that outlives the call (the kernel
-    // copies it); no_new_privs is what an unprivileged filter needs.
+    // A = the syscall number.
+    let mut filter = vec![stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0)];
+    for &(nr, errno) in refusals {
+        // If A == nr, fall through to the refusal; else skip over it.
+        filter.push(libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: nr as u32,
+        });
+        filter.push(stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ERRNO | errno as u32));
+    }
+    filter.push(stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW));
+    let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_mut_ptr() };
+    // SAFETY: `prog` points at a valid filter that outlives the call (the
+    // kernel copies it); no_new_privs only limits this child process.
     unsafe {
         assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
-        assert_eq!(libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog), 0);
+        let ret = libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog);
+        assert_eq!(ret, 0, "seccomp: {}", io::Error::last_os_error());
+    }
+    // The filter answers as intended (clone3 only: a real clone with these
+    // arguments would fork).
+    for &(nr, errno) in refusals.iter().filter(|r| r.0 == libc::SYS_clone3) {
+        // SAFETY: clone3 with a null argument block creates nothing.
+        assert_eq!(unsafe { libc::syscall(nr, std::ptr::null_mut::<libc::c_void>(), 0) }, -1);
+        assert_eq!(io::Error::last_os_error().raw_os_error(), Some(errno));
     }
 }

@@ -1,0 +1,615 @@
+//! The rawthread API itself: `Builder` (names, stack and guard sizes,
+//! errors), `JoinHandle` (`join`, `is_finished`, `tid`), detached threads,
+//! `uses_clone3` and the legacy-`clone` fallback, and what a thread leaves
+//! behind.
+//!
+//! Tests that must crash, change process-wide state (seccomp filters) or
+//! count the process's mappings run in a child process: this binary run
+//! again with one test selected and `RAWTHREAD_CHILD` set.
+
+use std::hint::black_box;
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier, mpsc};
+use std::thread;
+
+use rawthread::Builder;
+
+mod common;
+
+use common::{
+    assert_child_passed, drain_pool, gettid, in_child, maps as mapping_count, page_size, quiet_expected_panics,
+    refuse_syscalls, run_child,
+};
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// A thread's name as the kernel shows it, without the newline.
+fn comm_of(tid: libc::pid_t) -> Vec<u8> {
+    let mut comm = std::fs::read(format!("/proc/self/task/{tid}/comm")).expect("read comm");
+    assert_eq!(comm.pop(), Some(b'\n'));
+    comm
+}
+
+/// Recurses `depth` frames, each with a 1 KiB array on the stack; returns a
+/// sum that depends on every frame, and the deepest frame's address.
+#[inline(never)]
+fn deep(depth: usize) -> (u64, usize) {
+    let mut frame = [0u8; 1024];
+    frame[depth % 1024] = depth as u8;
+    let frame = black_box(&mut frame);
+    if depth == 0 {
+        return (0, frame.as_ptr() as usize);
+    }
+    let (sum, deepest) = deep(depth - 1);
+    (sum + u64::from(frame[depth % 1024]), deepest)
+}
+
+/// About 12-15 MiB of stack: far more than the 2 MiB default.
+const DEEP: usize = 12_000;
+
+/// Runs [`deep`] to [`DEEP`] and returns the stack span it used.
+fn recurse_deep() -> usize {
+    // A local, not `&0u8`, which would be promoted to a static.
+    let marker = 0u8;
+    let top = black_box(&marker) as *const u8 as usize;
+    let (sum, deepest) = deep(DEEP);
+    assert_eq!(sum, (1..=DEEP).map(|d| u64::from(d as u8)).sum::<u64>());
+    top - deepest
+}
+
+// ---------------------------------------------------------------------------
+// Names
+// ---------------------------------------------------------------------------
+
+#[test]
+fn name_visible_in_proc_comm_inside_and_outside() {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let h = Builder::new()
+        .name("worker-7".into())
+        .spawn(move || {
+            let own = comm_of(gettid());
+            let thread_self = std::fs::read("/proc/thread-self/comm").unwrap();
+            ready_tx.send((own, thread_self)).unwrap();
+            // Stay alive until the spawner has looked.
+            release_rx.recv().unwrap();
+            7
+        })
+        .unwrap();
+    let (own, thread_self) = ready_rx.recv().unwrap();
+    assert_eq!(own, b"worker-7");
+    assert_eq!(thread_self, b"worker-7\n");
+    assert_eq!(comm_of(h.tid()), b"worker-7", "seen from the spawner");
+    release_tx.send(()).unwrap();
+    assert_eq!(h.join().unwrap(), 7);
+}
+
+#[test]
+fn unnamed_thread_keeps_the_spawners_comm() {
+    // As with std::thread, an unnamed thread inherits its creator's comm.
+    let spawner = comm_of(gettid());
+    let inside = rawthread::spawn(|| comm_of(gettid())).join().unwrap();
+    assert_eq!(inside, spawner);
+}
+
+#[test]
+fn long_names_are_truncated_to_15_bytes() {
+    for name in ["exactly-15-byte", "a-thread-name-longer-than-fifteen-bytes", "ééééééééé"] {
+        let comm = Builder::new().name(name.into()).spawn(|| comm_of(gettid())).unwrap().join().unwrap();
+        // The kernel keeps the first 15 bytes, even mid-character.
+        assert_eq!(comm, &name.as_bytes()[..name.len().min(15)], "{name}");
+    }
+}
+
+#[test]
+fn name_with_nul_is_invalid_input_and_leaks_nothing() {
+    let witness = Arc::new(());
+    let ran = Arc::new(AtomicBool::new(false));
+    let (w, r) = (witness.clone(), ran.clone());
+    let err = Builder::new()
+        .name("bad\0name".into())
+        .spawn(move || {
+            r.store(true, Ordering::SeqCst);
+            drop(w);
+        })
+        .unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    assert_eq!(Arc::strong_count(&witness), 1, "the closure was leaked");
+    assert!(!ran.load(Ordering::SeqCst), "the closure ran");
+    // Nothing half-made gets in the way of the next spawn.
+    assert_eq!(
+        Builder::new().name("good-name".into()).spawn(|| comm_of(gettid())).unwrap().join().unwrap(),
+        b"good-name"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Stacks and guards
+// ---------------------------------------------------------------------------
+
+#[test]
+fn big_stack_takes_deep_recursion() {
+    let span = Builder::new().stack_size(16 << 20).spawn(recurse_deep).unwrap().join().unwrap();
+    // Proof the recursion really went deep: a 2 MiB stack would not do.
+    assert!(span > 8 << 20, "only {span} bytes of stack used");
+}
+
+#[test]
+fn default_stack_overflow_hits_the_guard() {
+    if in_child("default_stack_overflow_hits_the_guard") {
+        // SAFETY: only stops this (child) process from dumping core.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) };
+        let h = rawthread::spawn(|| {
+            println!("overflowing now");
+            recurse_deep()
+        });
+        let span = h.join();
+        println!("survived: {span:?}");
+        return;
+    }
+    let out = run_child("default_stack_overflow_hits_the_guard", &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("overflowing now"), "the child did not get to the recursion:\n{stdout}");
+    assert!(!stdout.contains("survived"), "12 MiB of recursion fit in a 2 MiB stack:\n{stdout}");
+    assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "child status {}", out.status);
+}
+
+#[test]
+fn rust_min_stack_sets_the_default_stack_size() {
+    if in_child("rust_min_stack_sets_the_default_stack_size") {
+        let span = rawthread::spawn(recurse_deep).join().unwrap();
+        assert!(span > 8 << 20);
+        return;
+    }
+    let out = run_child("rust_min_stack_sets_the_default_stack_size", &[("RUST_MIN_STACK", "16777216")]);
+    assert_child_passed(&out);
+}
+
+/// In the calling thread: the size of the `PROT_NONE` mapping right below
+/// the mapping that holds its stack (0 if there is none).
+fn guard_below_own_stack() -> usize {
+    let marker = 0u8;
+    let here = black_box(&marker) as *const u8 as usize;
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let ranges: Vec<(usize, usize, bool)> = maps
+        .lines()
+        .map(|line| {
+            let (range, rest) = line.split_once(' ').unwrap();
+            let (start, end) = range.split_once('-').unwrap();
+            let parse = |s| usize::from_str_radix(s, 16).unwrap();
+            (parse(start), parse(end), rest.starts_with("---p"))
+        })
+        .collect();
+    let i = ranges.iter().position(|&(s, e, _)| s <= here && here < e).expect("the stack's mapping");
+    match i.checked_sub(1).map(|j| ranges[j]) {
+        Some((start, end, true)) if end == ranges[i].0 => end - start,
+        _ => 0,
+    }
+}
+
+#[test]
+fn guard_pages_lie_below_the_stack() {
+    let page = page_size();
+    // The kernel may merge the guard with a PROT_NONE neighbour below it,
+    // so the guard seen is at least the one asked for.
+    let default = rawthread::spawn(guard_below_own_stack).join().unwrap();
+    assert!(default >= page, "default guard {default:#x}");
+    let odd = Builder::new().guard_size(3 * 4096 + 1).spawn(guard_below_own_stack).unwrap().join().unwrap();
+    assert!(odd >= 4 * 4096 && odd >= page, "guard_size(3 * 4096 + 1) gave {odd:#x}");
+    let big = Builder::new().guard_size(64 << 10).spawn(guard_below_own_stack).unwrap().join().unwrap();
+    assert!(big >= 64 << 10, "guard_size(64 KiB) gave {big:#x}");
+}
+
+#[test]
+fn guard_size_zero_and_odd_sizes_work() {
+    // Each thread uses most of a small stack, right down to its bottom.
+    let use_stack = || deep(40).0;
+    let want = (1..=40u64).sum::<u64>();
+    for guard in [0, 1, 3 * 4096 + 1, 5 * 4096] {
+        let h = Builder::new().guard_size(guard).stack_size(128 << 10).spawn(use_stack).unwrap();
+        assert_eq!(h.join().unwrap(), want, "guard_size({guard})");
+    }
+}
+
+#[test]
+fn small_and_unaligned_stack_sizes_work() {
+    for size in [0, 1, 16 << 10, 100_000, (2 << 20) + 1] {
+        let h = Builder::new().stack_size(size).spawn(move || format!("stack {size}")).unwrap();
+        assert_eq!(h.join().unwrap(), format!("stack {size}"));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+/// The builder fails with ENOMEM, drops the closure, and runs nothing.
+fn assert_enomem(builder: Builder) {
+    let witness = Arc::new(());
+    let w = witness.clone();
+    let err = builder.spawn(move || drop(w)).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOMEM), "{err}");
+    assert_eq!(Arc::strong_count(&witness), 1, "the closure was leaked");
+}
+
+#[test]
+fn impossible_sizes_are_enomem() {
+    assert_enomem(Builder::new().stack_size(usize::MAX));
+    assert_enomem(Builder::new().guard_size(usize::MAX));
+    assert_enomem(Builder::new().stack_size(usize::MAX / 2).guard_size(usize::MAX / 2 + 4096));
+    // No overflow, but more than the address space.
+    assert_enomem(Builder::new().stack_size(1 << 62));
+    // And the next spawn is fine.
+    assert_eq!(rawthread::spawn(|| 1).join().unwrap(), 1);
+}
+
+#[test]
+fn huge_stack_size_does_not_crash() {
+    // 64 TiB: mmap may or may not grant it (MAP_NORESERVE), but nothing breaks.
+    match Builder::new().stack_size(1 << 46).spawn(gettid) {
+        Ok(h) => {
+            let tid = h.tid();
+            assert_eq!(h.join().unwrap(), tid);
+        }
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ENOMEM), "{e}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// JoinHandle
+// ---------------------------------------------------------------------------
+
+static FINISH_DROPPED: AtomicBool = AtomicBool::new(false);
+
+struct SetOnDrop(&'static AtomicBool);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+thread_local! {
+    static FINISH_GUARD: SetOnDrop = const { SetOnDrop(&FINISH_DROPPED) };
+}
+
+#[test]
+fn is_finished_false_while_blocked_then_true() {
+    let (tx, rx) = mpsc::channel::<u32>();
+    let h = rawthread::spawn(move || {
+        FINISH_GUARD.with(|_| ());
+        rx.recv().unwrap() * 2
+    });
+    // It cannot finish before it receives.
+    assert!(!h.is_finished());
+    tx.send(21).unwrap();
+    while !h.is_finished() {
+        thread::yield_now();
+    }
+    // Finished means exited: its thread_local destructors have run.
+    assert!(FINISH_DROPPED.load(Ordering::SeqCst));
+    assert_eq!(h.join().unwrap(), 42);
+}
+
+#[test]
+fn is_finished_after_a_panic() {
+    quiet_expected_panics();
+    let h = rawthread::spawn(|| panic!("expected panic: finishing by panic"));
+    while !h.is_finished() {
+        thread::yield_now();
+    }
+    assert!(h.join().is_err());
+}
+
+#[test]
+fn tid_matches_gettid_and_pid_matches_the_process() {
+    let h = rawthread::spawn(|| {
+        // SAFETY: getpid has no preconditions.
+        (gettid(), unsafe { libc::getpid() }, Path::new(&format!("/proc/self/task/{}", gettid())).exists())
+    });
+    let tid = h.tid();
+    assert!(tid > 0 && tid != gettid());
+    let (inside, pid, listed) = h.join().unwrap();
+    assert_eq!(inside, tid);
+    assert_eq!(pid as u32, std::process::id());
+    assert!(listed, "the thread is not in /proc/self/task");
+}
+
+#[test]
+fn join_handle_debug_shows_the_tid() {
+    let (tx, rx) = mpsc::channel::<()>();
+    let h = rawthread::spawn(move || rx.recv().unwrap());
+    let shown = format!("{h:?}");
+    assert!(shown.contains("JoinHandle") && shown.contains(&h.tid().to_string()), "{shown}");
+    tx.send(()).unwrap();
+    h.join().unwrap();
+}
+
+#[test]
+fn join_from_another_thread() {
+    let (tx, rx) = mpsc::channel::<u64>();
+    let target = rawthread::spawn(move || (gettid(), rx.recv().unwrap() + 1));
+    let tid = target.tid();
+    // A raw thread joins a thread it did not spawn...
+    let joiner = rawthread::spawn(move || target.join().unwrap());
+    tx.send(99).unwrap();
+    assert_eq!(joiner.join().unwrap(), (tid, 100));
+    // ...and so does a std thread.
+    let target = rawthread::spawn(gettid);
+    let tid = target.tid();
+    assert_eq!(thread::spawn(move || target.join().unwrap()).join().unwrap(), tid);
+}
+
+#[test]
+fn detached_thread_runs_to_completion() {
+    let (go_tx, go_rx) = mpsc::channel::<u32>();
+    let (done_tx, done_rx) = mpsc::channel();
+    let h = rawthread::spawn(move || {
+        let v = go_rx.recv().unwrap();
+        done_tx.send((gettid(), v * 3)).unwrap();
+    });
+    let tid = h.tid();
+    // Dropped while it runs: the thread is detached, not killed.
+    drop(h);
+    go_tx.send(14).unwrap();
+    assert_eq!(done_rx.recv().unwrap(), (tid, 42));
+    // It then exits on its own...
+    while Path::new(&format!("/proc/self/task/{tid}")).exists() {
+        thread::yield_now();
+    }
+    // ...and a later spawn, which frees what it left, works.
+    assert_eq!(rawthread::spawn(|| 5).join().unwrap(), 5);
+}
+
+#[test]
+fn many_threads_alive_at_once() {
+    const THREADS: usize = 64;
+    let barrier = Arc::new(Barrier::new(THREADS + 1));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let barrier = barrier.clone();
+            rawthread::spawn(move || {
+                barrier.wait();
+                gettid()
+            })
+        })
+        .collect();
+    // Every thread is alive here, waiting on the barrier.
+    barrier.wait();
+    let mut tids: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    tids.sort();
+    tids.dedup();
+    assert_eq!(tids.len(), THREADS);
+}
+
+// ---------------------------------------------------------------------------
+// clone3 and the legacy clone
+// ---------------------------------------------------------------------------
+
+#[test]
+fn uses_clone3_is_known_after_a_spawn() {
+    rawthread::spawn(|| ()).join().unwrap();
+    assert!(rawthread::uses_clone3().is_some());
+}
+
+/// Makes every thread creation in the calling thread fail with EAGAIN, as
+/// at a thread limit, whichever of clone3 and clone rawthread uses.
+fn refuse_thread_creation() {
+    refuse_syscalls(&[(libc::SYS_clone3, libc::EAGAIN), (libc::SYS_clone, libc::EAGAIN)]);
+}
+
+const CLONE3_ERRNO_ENV: &str = "RAWTHREAD_CLONE3_ERRNO";
+
+#[test]
+fn legacy_clone_fallback_when_clone3_is_refused() {
+    if in_child("legacy_clone_fallback_when_clone3_is_refused") {
+        quiet_expected_panics();
+        // First spawn with clone3 available (if the kernel has it)...
+        rawthread::spawn(|| ()).join().unwrap();
+        let errno = std::env::var(CLONE3_ERRNO_ENV).unwrap().parse().unwrap();
+        refuse_syscalls(&[(libc::SYS_clone3, errno)]);
+        // ...then threads made by the legacy clone do everything as well.
+        let h = Builder::new()
+            .name("legacy".into())
+            .spawn(|| {
+                FINISH_GUARD.with(|_| ());
+                let nested = rawthread::spawn(gettid);
+                let nested_tid = nested.tid();
+                assert_eq!(nested.join().unwrap(), nested_tid);
+                (comm_of(gettid()), gettid())
+            })
+            .unwrap();
+        let tid = h.tid();
+        assert_eq!(h.join().unwrap(), (b"legacy".to_vec(), tid));
+        assert!(FINISH_DROPPED.load(Ordering::SeqCst), "thread_local destructor did not run");
+        assert_eq!(rawthread::uses_clone3(), Some(false));
+        assert!(rawthread::spawn(|| panic!("expected panic: on a legacy-clone thread")).join().is_err());
+        let mut v = vec![1];
+        rawthread::scope(|s| {
+            s.spawn(|| v.push(2));
+        });
+        assert_eq!(v, [1, 2]);
+        return;
+    }
+    for errno in [libc::ENOSYS, libc::EPERM] {
+        let out = run_child("legacy_clone_fallback_when_clone3_is_refused", &[(CLONE3_ERRNO_ENV, &errno.to_string())]);
+        assert_child_passed(&out);
+    }
+}
+
+fn blocked_signals() -> Vec<i32> {
+    // SAFETY: a zeroed sigset_t is valid; SIG_BLOCK with no set only reads.
+    unsafe {
+        let mut mask: libc::sigset_t = std::mem::zeroed();
+        assert_eq!(libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut mask), 0);
+        (1..=64).filter(|&s| libc::sigismember(&mask, s) == 1).collect()
+    }
+}
+
+#[test]
+fn clone_failure_is_reported_and_leaves_the_library_usable() {
+    if in_child("clone_failure_is_reported_and_leaves_the_library_usable") {
+        // A thread made before the filter, which will not inherit it.
+        let (job_tx, job_rx) = mpsc::channel::<()>();
+        let unfiltered = thread::spawn(move || {
+            job_rx.recv().unwrap();
+            rawthread::spawn(|| 5).join().unwrap()
+        });
+        rawthread::spawn(|| ()).join().unwrap();
+        let clone3 = rawthread::uses_clone3();
+        refuse_thread_creation();
+        let mask = blocked_signals();
+        let err = Builder::new().spawn(|| ()).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EAGAIN), "{err}");
+        assert_eq!(blocked_signals(), mask, "a failed spawn changed the signal mask");
+        // EAGAIN is no reason to give up on clone3.
+        assert_eq!(rawthread::uses_clone3(), clone3);
+        job_tx.send(()).unwrap();
+        assert_eq!(unfiltered.join().unwrap(), 5);
+        return;
+    }
+    assert_child_passed(&run_child("clone_failure_is_reported_and_leaves_the_library_usable", &[]));
+}
+
+#[test]
+fn clone_failure_drops_the_closure() {
+    if in_child("clone_failure_drops_the_closure") {
+        rawthread::spawn(|| ()).join().unwrap();
+        refuse_thread_creation();
+        let witness = Arc::new(());
+        let w = witness.clone();
+        let err = rawthread::Builder::new().spawn(move || drop(w)).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EAGAIN));
+        assert_eq!(Arc::strong_count(&witness), 1, "the closure was leaked");
+        return;
+    }
+    assert_child_passed(&run_child("clone_failure_drops_the_closure", &[]));
+}
+
+// ---------------------------------------------------------------------------
+// What threads leave behind
+// ---------------------------------------------------------------------------
+
+fn malloc_in_use() -> usize {
+    // SAFETY: mallinfo2 has no preconditions.
+    unsafe { libc::mallinfo2() }.uordblks
+}
+
+/// 64 allocating threads alive at once, until malloc has made all the
+/// arenas it ever will (8 per core), then an empty region pool: the
+/// baseline. (Threads one after another would not do: each inherits the
+/// last one's malloc state, arena included.)
+fn warm_up_malloc_arenas() {
+    let gate = Arc::new(Barrier::new(64));
+    let threads: Vec<_> = (0..64)
+        .map(|_| {
+            let gate = gate.clone();
+            rawthread::spawn(move || {
+                gate.wait();
+                black_box(vec![0u8; 4096]).len()
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| assert_eq!(t.join().unwrap(), 4096));
+    drain_pool();
+}
+
+#[test]
+fn no_mapping_or_tls_leak_over_many_threads() {
+    if in_child("no_mapping_or_tls_leak_over_many_threads") {
+        quiet_expected_panics();
+        warm_up_malloc_arenas();
+
+        // Threads that never call malloc: not a byte or a mapping may stay.
+        let (maps, heap) = (mapping_count(), malloc_in_use());
+        for i in 0..1000u64 {
+            assert_eq!(rawthread::spawn(move || black_box(i) * 2).join().unwrap(), i * 2);
+        }
+        drain_pool();
+        let (maps_after, heap_after) = (mapping_count(), malloc_in_use());
+        println!("plain threads: maps {maps} -> {maps_after}, malloc in use {heap} -> {heap_after}");
+        assert!(maps_after <= maps + 2, "mappings grew from {maps} to {maps_after}");
+        assert!(heap_after <= heap + 16 * 1024, "malloc in use grew from {heap} to {heap_after}");
+
+        // Allocating, panicking, scoped and detached threads: no region stays.
+        for i in 0..300u64 {
+            let h = rawthread::spawn(move || {
+                assert!(i % 3 != 0, "expected panic: #{i}");
+                vec![i; 100].iter().sum::<u64>()
+            });
+            assert_eq!(h.join().ok(), (i % 3 != 0).then_some(i * 100));
+        }
+        for _ in 0..100 {
+            let mut x = 0;
+            rawthread::scope(|s| {
+                s.spawn(|| x += 1);
+            });
+            assert_eq!(x, 1);
+        }
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let releases: Vec<_> = (0..200)
+            .map(|_| {
+                let (go_tx, go_rx) = mpsc::channel::<()>();
+                let tid_tx = tid_tx.clone();
+                // Dropped while blocked: the thread frees its own region.
+                drop(rawthread::spawn(move || {
+                    go_rx.recv().unwrap();
+                    tid_tx.send(gettid()).unwrap();
+                }));
+                go_tx
+            })
+            .collect();
+        drop(tid_tx);
+        releases.into_iter().for_each(|go| go.send(()).unwrap());
+        for tid in tid_rx {
+            while Path::new(&format!("/proc/self/task/{tid}")).exists() {
+                thread::yield_now();
+            }
+        }
+        // Every thread has exited. Empty the region pool: what stays
+        // mapped then is what leaked.
+        drain_pool();
+        let maps_end = mapping_count();
+        println!("all threads: maps {maps} -> {maps_end}");
+        assert!(maps_end <= maps + 8, "mappings grew from {maps} to {maps_end}");
+        return;
+    }
+    let out = run_child("no_mapping_or_tls_leak_over_many_threads", &[]);
+    assert_child_passed(&out);
+}
+
+/// glibc frees a thread's malloc cache in a clean-up it does not export;
+/// rawthread hands the cache on to the next thread instead. With reuse off
+/// every region is unmapped, so the hand-over goes through the stash.
+#[test]
+fn allocating_threads_do_not_leak_malloc_memory() {
+    if in_child("allocating_threads_do_not_leak_malloc_memory") {
+        if std::env::var("POOL").as_deref() == Ok("off") {
+            rawthread::set_pool_limits(rawthread::PoolLimits { regions: 0, bytes: 0 });
+        }
+        warm_up_malloc_arenas();
+        let heap = malloc_in_use();
+        for _ in 0..500 {
+            rawthread::spawn(|| {
+                for size in [16, 100, 500, 1000] {
+                    black_box(vec![1u8; size]);
+                }
+            })
+            .join()
+            .unwrap();
+        }
+        let heap_after = malloc_in_use();
+        println!("malloc in use {heap} -> {heap_after}");
+        // std::thread does this with ~0 growth; 64 KiB is generous.
+        assert!(heap_after <= heap + 64 * 1024, "malloc in use grew from {heap} to {heap_after}");
+        return;
+    }
+    for pool in ["on", "off"] {
+        assert_child_passed(&run_child("allocating_threads_do_not_leak_malloc_memory", &[("POOL", pool)]));
+    }
+}
