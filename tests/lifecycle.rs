@@ -243,17 +243,22 @@ fn thread_limit_gives_eagain() {
                 assert_eq!(libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534), 0);
             }
         }
-        let gate = Arc::new(Barrier::new(1));
+        let (started_tx, started) = std::sync::mpsc::channel::<()>();
         let mut alive = Vec::new();
         let err = loop {
             assert!(alive.len() < 1000, "RLIMIT_NPROC was not enforced");
-            let gate = gate.clone();
             let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let started_tx = started_tx.clone();
             match rawthread::Builder::new().stack_size(64 << 10).spawn(move || {
+                // Allocate (malloc may make an arena) before the count below.
+                std::hint::black_box(vec![0u8; 64]);
+                started_tx.send(()).unwrap();
                 let _ = rx.recv();
-                gate.wait();
             }) {
-                Ok(h) => alive.push((h, tx)),
+                Ok(h) => {
+                    started.recv().unwrap();
+                    alive.push((h, tx));
+                }
                 Err(e) => break e,
             }
         };
