@@ -24,51 +24,76 @@
 //!
 //! | module | its one job |
 //! |---|---|
-//! | `sys` (+ `asm/x86_64.s`) | kernel calls: clone3/clone and the child's first frame, futex, signal masks, rseq, exit |
-//! | `region` | the stack region: one mapping with guard, stack, start record and thread block |
+//! | `sys` (+ `asm/x86_64.s`) | kernel calls: clone3/clone and the child's first frame, the futex join, signal masks, rseq, exit, self-unmap |
+//! | `region` | the stack region: one mapping with signal stack, guard, stack, start record and thread block |
 //! | `glibc` | the glibc thread block: TLS, TCB, and what glibc expects of a thread at start and exit |
+//! | `pool` | finished regions kept for reuse, within limits |
+//! | `overflow` | the SIGSEGV handler that reports a raw thread's stack overflow |
 //! | `thread`, `scope` | the thread API and the life of a thread |
+//! | `process` | the process API: a closure in a new process, waited for |
+//! | `floor` | the kernel floor the benchmark compares against (not public API) |
 //!
-//! One mapping per thread, from low to high addresses:
+//! One mapping per thread, from low to high addresses (`cargo run
+//! --example anatomy` prints a real one):
 //!
 //! ```text
-//!  +-----------+----------------------------+--------------+-----------+------------+------------------+
-//!  |   guard   |  stack        <- grows down | start record | res_state | static TLS | TCB              |
-//!  | PROT_NONE |                            | (closure in, |           | (every     | (struct pthread: |
-//!  | 1 page    |  2 MiB by default          |  result out) |           |  module)   |  ... tid ...)    |
-//!  +-----------+----------------------------+--------------+-----------+------------+------------------+
-//!              ^ stack_low        stack_top ^                                        ^ tp = %fs base
-//!                                                                      the tid word: TCB + 720 (glibc 2.36)
+//!  +----------+-----------+------------------------+-------------+-----------+------------+-----------------+
+//!  | altstack |   guard   | stack     <- grows down | start record| res_state | static TLS | TCB             |
+//!  | (signal  | PROT_NONE |                        | (closure in,|           | (every     | (struct pthread:|
+//!  |  stack)  | 1 page    | 2 MiB by default       |  result out)|           |  module)   |  ... tid ...)   |
+//!  +----------+-----------+------------------------+-------------+-----------+------------+-----------------+
+//!                         ^ stack_low    stack_top ^                                      ^ tp = %fs base
+//!                                                                     the tid word: TCB + 720 (glibc 2.36)
 //! ```
 //!
-//! The life of a thread, and who owns the region at each step:
+//! # The life of a thread, and who owns its region
 //!
-//! 1. **Creator, alone.** [`Builder::spawn`] maps the region (guard
-//!    `PROT_NONE`), lets glibc's loader fill the static TLS from every
-//!    module's image and allocate the DTV, fills the TCB header (`tcb`,
-//!    `self`, `multiple_threads`, the stack and pointer guards), and writes
-//!    the start record (the closure, the creator's signal mask, the name)
-//!    above the stack. The first spawn in a process also discovers glibc's
-//!    private layout once and puts glibc in multi-threaded mode.
+//! 1. **Creator, alone.** [`Builder::spawn`] takes a finished region from
+//!    the pool (one whose tid word the kernel has cleared) or maps a new one
+//!    (guard `PROT_NONE`). glibc's loader fills the static TLS from every
+//!    module's image and allocates the DTV; the TCB header is written
+//!    (`tcb`, `self`, `multiple_threads`, the stack and pointer guards,
+//!    rseq, the resolver); libc's own per-thread state (malloc cache, arena)
+//!    is the one the region's last thread left, or one kept from an
+//!    unmapped region, or new. The start record (closure, the creator's
+//!    signal mask, the name) goes above the stack. The first spawn in a
+//!    process also discovers glibc's private layout once and puts glibc in
+//!    multi-threaded mode.
 //! 2. **clone.** With every signal blocked, `clone3` (or `clone`, if the
 //!    kernel or a seccomp filter refuses `clone3`) starts the child with
 //!    `%fs` = `tp`; the kernel writes the child's tid into the TCB's `tid`
 //!    word before either side runs on. The creator restores its mask and
-//!    returns a [`JoinHandle`], which now owns the region.
+//!    returns a [`JoinHandle`], which owns the region from now on.
 //! 3. **Child, running.** The child owns everything in the region but the
-//!    tid word. It registers rseq, initialises its locale, restores the
-//!    creator's mask, and runs the closure under `catch_unwind`; it stores
-//!    the result in the record, runs `thread_local!` destructors
-//!    (`__call_tls_dtors`) and pthread-key destructors, blocks all signals
-//!    and ends with a raw `SYS_exit`: only this thread, never the process.
+//!    tid word and the record's header. It registers rseq and its signal
+//!    stack, initialises its locale, restores the creator's mask, and runs
+//!    the closure under `catch_unwind`. It stores the result in the record,
+//!    runs `thread_local!` destructors (`__call_tls_dtors`) and pthread-key
+//!    destructors, blocks all signals and ends with a raw `SYS_exit`: this
+//!    thread only, never the process.
 //! 4. **Exit.** The kernel, done with the thread, writes 0 to the tid word
 //!    and futex-wakes it (`CLONE_CHILD_CLEARTID`). Only from then is the
 //!    region free: this, not the closure's return, is what `join` waits for.
 //! 5. **Joiner.** [`JoinHandle::join`] sleeps on the tid word (a *shared*
 //!    futex, as the kernel's wake is shared) until it reads 0, takes the
-//!    result, lets glibc free the DTV and dynamic TLS, and unmaps the
-//!    region. A handle dropped before that hands the region to an orphan
-//!    list instead; a later spawn frees it once its tid word reads 0.
+//!    result and gives the region back to the pool, which unmaps what
+//!    exceeds its limits (freeing the DTV, keeping libc's state aside).
+//!
+//! **Detaching.** Dropping a `JoinHandle` first leaves the region's
+//! ownership in the record's header, then swaps the header's state from
+//! RUNNING to DETACHED; the child, once its result is stored, swaps it to
+//! DONE. Whichever swaps second learns who frees the region: a handle that
+//! finds DONE gives the region to the pool itself (the pool reuses it only
+//! once the tid word is 0); a child that finds DETACHED drops its own
+//! result and, after its destructors, gives its region to the pool, or,
+//! when the pool is full, frees its DTV, hands on libc's state, unregisters
+//! rseq and unmaps the region it runs on in assembly (`asm/x86_64.s`:
+//! signals blocked, `set_tid_address(NULL)` so the kernel's exit write
+//! cannot land in a reused mapping, `munmap`, `exit`).
+//!
+//! **Scoped threads** never detach: an unjoined [`ScopedJoinHandle`] goes to
+//! its scope, and [`scope`] waits for every closure, then joins every
+//! thread (tid word 0) before it returns.
 //!
 //! # Known limits
 //!
