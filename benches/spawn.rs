@@ -5,11 +5,7 @@
 //! cargo bench                            # this and benches/criterion.rs: about a minute
 //! cargo bench --bench spawn -- --quick   # a few seconds: CI smoke
 //! cargo bench --bench spawn -- --pin 1   # the whole process (and so every child) on CPU 1
-//! cargo bench --bench '*' -- --quick     # both benches, quick
 //! ```
-//!
-//! (`cargo bench -- --quick` would hand `--quick` to the library's libtest
-//! bench harness too, which rejects it; `--bench` selects ours only.)
 //!
 //! Three parts:
 //!
@@ -575,22 +571,29 @@ fn reap(pid: libc::pid_t) {
     assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child {pid} failed: status {status:#x}");
 }
 
-fn fork(ctx: &mut Ctx) -> Sample {
+/// Times one process made by `make`, which returns the child's pid in the
+/// parent and, for the fork-like makers that return twice, 0 in the child,
+/// which then stamps and leaves. `what` names the call in errors.
+fn time_process(ctx: &mut Ctx, what: &str, make: impl FnOnce(&AtomicU64) -> libc::pid_t) -> Sample {
     let stamp = ctx.shared.stamp();
     stamp.store(0, Ordering::Relaxed);
     let t0 = now_ns();
-    // SAFETY: the child runs on its own copy of our memory and does only
-    // async-signal-safe things (a clock read, an atomic store, _exit), as a
-    // child of a possibly multi-threaded process must.
-    let pid = unsafe { libc::fork() };
+    let pid = make(stamp);
     if pid == 0 {
         stamp_and_exit(stamp);
     }
     let t1 = now_ns();
-    assert!(pid > 0, "fork: {}", io::Error::last_os_error());
+    assert!(pid > 0, "{what}: {}", io::Error::last_os_error());
     reap(pid);
     let t2 = now_ns();
     Sample::new(t0, t1, t2, Some(stamp.load(Ordering::Acquire)))
+}
+
+fn fork(ctx: &mut Ctx) -> Sample {
+    // SAFETY: the child runs on its own copy of our memory and does only
+    // async-signal-safe things (a clock read, an atomic store, _exit), as a
+    // child of a possibly multi-threaded process must.
+    time_process(ctx, "fork", |_| unsafe { libc::fork() })
 }
 
 /// The vfork child, on `Ctx::vfork_stack`, in our address space.
@@ -601,44 +604,30 @@ extern "C" fn vfork_child(stamp: *mut c_void) -> c_int {
 }
 
 fn vfork(ctx: &mut Ctx) -> Sample {
-    let stamp = ctx.shared.stamp();
-    stamp.store(0, Ordering::Relaxed);
+    let stack_top = ctx.vfork_stack.end();
     let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
-    let t0 = now_ns();
     // SAFETY: the child runs on a stack of its own that nobody else uses,
     // and CLONE_VFORK keeps us suspended until it has exited, so nothing it
     // touches in our shared memory (the stamp, our TLS) is touched by us
     // meanwhile. It returns to no frame of ours: it ends with _exit. (A
     // signal handler would run in it on our TLS; posix_spawn blocks signals
     // for that, and this benchmark installs no handler that could fire.)
-    let pid = unsafe { libc::clone(vfork_child, ctx.vfork_stack.end(), flags, ptr::from_ref(stamp).cast_mut().cast()) };
-    let t1 = now_ns();
-    assert!(pid > 0, "clone(CLONE_VM|CLONE_VFORK): {}", io::Error::last_os_error());
-    reap(pid);
-    let t2 = now_ns();
-    Sample::new(t0, t1, t2, Some(stamp.load(Ordering::Acquire)))
+    time_process(ctx, "clone(CLONE_VM|CLONE_VFORK)", |stamp| unsafe {
+        libc::clone(vfork_child, stack_top, flags, ptr::from_ref(stamp).cast_mut().cast())
+    })
 }
 
 fn clone_sigchld(ctx: &mut Ctx) -> Sample {
-    let stamp = ctx.shared.stamp();
-    stamp.store(0, Ordering::Relaxed);
     // clone(flags, stack, parent_tid, child_tid, tls): all longs, as the
     // variadic syscall() reads them.
     let (flags, none): (libc::c_long, libc::c_long) = (libc::SIGCHLD.into(), 0);
-    let t0 = now_ns();
     // SAFETY: like fork: without CLONE_VM the child returns here on its own
     // copy of our memory and stack (stack 0: the same stack pointer), then
     // stamps and _exits. glibc's record of our tid is stale in the child,
     // which never consults it.
-    let pid = unsafe { libc::syscall(libc::SYS_clone, flags, none, none, none, none) } as libc::pid_t;
-    if pid == 0 {
-        stamp_and_exit(stamp);
-    }
-    let t1 = now_ns();
-    assert!(pid > 0, "clone(SIGCHLD): {}", io::Error::last_os_error());
-    reap(pid);
-    let t2 = now_ns();
-    Sample::new(t0, t1, t2, Some(stamp.load(Ordering::Acquire)))
+    time_process(ctx, "clone(SIGCHLD)", |_| unsafe {
+        libc::syscall(libc::SYS_clone, flags, none, none, none, none) as libc::pid_t
+    })
 }
 
 fn clone3_pidfd(ctx: &mut Ctx) -> Sample {
