@@ -1408,7 +1408,7 @@ fn summary(r: &Results, plan: &Plan) -> String {
     let _ = writeln!(out, "Summary");
     let _ = writeln!(
         out,
-        "  >> rawthread / std::thread, spawn+join median: {ratio:.2}   (issue 3 target <= {GOAL_RATIO:.2}: {})",
+        "  >> rawthread / std::thread, spawn+join median: {ratio:.2}   (the project's target: <= {GOAL_RATIO:.2}: {})",
         if ratio <= GOAL_RATIO { "met" } else { "NOT met" }
     );
     if let Some([p10, p50, p90]) = per_round {
