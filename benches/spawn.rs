@@ -483,68 +483,70 @@ const VARIANTS: [Variant; 10] = [
     },
 ];
 
-fn rawthread_default(_: &mut Ctx) -> Sample {
+/// Times one thread: `spawn` starts it (its body calls [`stamp`] first),
+/// `join` waits for it.
+fn time_thread<H>(spawn: impl FnOnce() -> H, join: impl FnOnce(H)) -> Sample {
     THREAD_STAMP.store(0, Ordering::Relaxed);
     let t0 = now_ns();
-    let handle = rawthread::spawn(|| THREAD_STAMP.store(now_ns(), Ordering::Release));
+    let handle = spawn();
     let t1 = now_ns();
-    handle.join().expect("rawthread child panicked");
+    join(handle);
     let t2 = now_ns();
     Sample::new(t0, t1, t2, Some(THREAD_STAMP.load(Ordering::Acquire)))
+}
+
+/// The body of every thread variant.
+fn stamp() {
+    THREAD_STAMP.store(now_ns(), Ordering::Release);
+}
+
+fn rawthread_default(_: &mut Ctx) -> Sample {
+    time_thread(|| rawthread::spawn(stamp), |h| h.join().expect("rawthread child panicked"))
 }
 
 fn rawthread_64k(_: &mut Ctx) -> Sample {
-    THREAD_STAMP.store(0, Ordering::Relaxed);
-    let t0 = now_ns();
-    let handle = rawthread::Builder::new()
-        .stack_size(64 << 10)
-        .spawn(|| THREAD_STAMP.store(now_ns(), Ordering::Release))
-        .expect("rawthread spawn");
-    let t1 = now_ns();
-    handle.join().expect("rawthread child panicked");
-    let t2 = now_ns();
-    Sample::new(t0, t1, t2, Some(THREAD_STAMP.load(Ordering::Acquire)))
+    time_thread(
+        || rawthread::Builder::new().stack_size(64 << 10).spawn(stamp).expect("rawthread spawn"),
+        |h| h.join().expect("rawthread child panicked"),
+    )
 }
 
 fn kernel_floor(ctx: &mut Ctx) -> Sample {
-    THREAD_STAMP.store(0, Ordering::Relaxed);
-    let t0 = now_ns();
-    ctx.floor.spawn(&THREAD_STAMP).expect("kernel floor clone");
-    let t1 = now_ns();
-    ctx.floor.join();
-    let t2 = now_ns();
-    Sample::new(t0, t1, t2, Some(THREAD_STAMP.load(Ordering::Acquire)))
+    let floor = &mut ctx.floor;
+    time_thread(
+        || {
+            floor.spawn(&THREAD_STAMP).expect("kernel floor clone");
+            floor
+        },
+        |floor| floor.join(),
+    )
 }
 
 fn std_thread(_: &mut Ctx) -> Sample {
-    THREAD_STAMP.store(0, Ordering::Relaxed);
-    let t0 = now_ns();
-    let handle = std::thread::spawn(|| THREAD_STAMP.store(now_ns(), Ordering::Release));
-    let t1 = now_ns();
-    handle.join().expect("std child panicked");
-    let t2 = now_ns();
-    Sample::new(t0, t1, t2, Some(THREAD_STAMP.load(Ordering::Acquire)))
+    time_thread(|| std::thread::spawn(stamp), |h| h.join().expect("std child panicked"))
 }
 
 extern "C" fn pthread_child(_: *mut c_void) -> *mut c_void {
-    THREAD_STAMP.store(now_ns(), Ordering::Release);
+    stamp();
     ptr::null_mut()
 }
 
 fn pthread(_: &mut Ctx) -> Sample {
-    THREAD_STAMP.store(0, Ordering::Relaxed);
-    let mut thread: libc::pthread_t = 0;
-    let t0 = now_ns();
-    // SAFETY: default attributes (null); pthread_child is a valid start
-    // routine that touches only a static.
-    let rc = unsafe { libc::pthread_create(&mut thread, ptr::null(), pthread_child, ptr::null_mut()) };
-    let t1 = now_ns();
-    assert_eq!(rc, 0, "pthread_create: {}", io::Error::from_raw_os_error(rc));
-    // SAFETY: a joinable thread we created and join once.
-    let rc = unsafe { libc::pthread_join(thread, ptr::null_mut()) };
-    let t2 = now_ns();
-    assert_eq!(rc, 0, "pthread_join: {}", io::Error::from_raw_os_error(rc));
-    Sample::new(t0, t1, t2, Some(THREAD_STAMP.load(Ordering::Acquire)))
+    time_thread(
+        || {
+            let mut thread: libc::pthread_t = 0;
+            // SAFETY: default attributes (null); pthread_child is a valid
+            // start routine that touches only a static.
+            let rc = unsafe { libc::pthread_create(&mut thread, ptr::null(), pthread_child, ptr::null_mut()) };
+            assert_eq!(rc, 0, "pthread_create: {}", io::Error::from_raw_os_error(rc));
+            thread
+        },
+        |thread| {
+            // SAFETY: a joinable thread we created and join once.
+            let rc = unsafe { libc::pthread_join(thread, ptr::null_mut()) };
+            assert_eq!(rc, 0, "pthread_join: {}", io::Error::from_raw_os_error(rc));
+        },
+    )
 }
 
 /// The child side of every process variant: stamp and leave at once.
