@@ -192,6 +192,43 @@ fn guard_below_own_stack() -> usize {
     }
 }
 
+/// `JoinHandle::layout` describes the region as it is: pieces in order
+/// and adjacent, the stack holding the thread's locals, the TCB at the
+/// thread pointer with the tid word in it, the guard unreadable.
+#[test]
+fn layout_matches_the_running_thread() {
+    let (tx, rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let h = Builder::new()
+        .stack_size(256 << 10)
+        .spawn(move || {
+            let local = 0u8;
+            // SAFETY: pthread_self has no preconditions.
+            let tp = unsafe { libc::pthread_self() } as usize;
+            tx.send((black_box(&local) as *const u8 as usize, tp, guard_below_own_stack())).unwrap();
+            done_rx.recv().unwrap();
+        })
+        .unwrap();
+    let (local, tp, guard_seen) = rx.recv().unwrap();
+    let l = h.layout();
+    let pieces = [&l.altstack, &l.guard, &l.stack, &l.record, &l.resolver, &l.static_tls, &l.tcb];
+    assert_eq!(l.region.start, l.altstack.start);
+    for pair in pieces.windows(2) {
+        assert_eq!(pair[0].end, pair[1].start, "{l:#x?}");
+    }
+    assert!(l.tcb.end <= l.region.end && l.region.end - l.tcb.end < 4096, "{l:#x?}");
+    assert!(l.stack.end - l.stack.start >= 256 << 10);
+    assert!(l.stack.contains(&local));
+    assert_eq!(tp, l.tcb.start);
+    assert!(l.tcb.contains(&l.tid_word));
+    // SAFETY: the tid word of a live thread whose region the handle owns.
+    assert_eq!(unsafe { *(l.tid_word as *const libc::pid_t) }, h.tid());
+    assert_eq!(l.guard.len(), page_size());
+    assert!(guard_seen >= l.guard.len());
+    done_tx.send(()).unwrap();
+    h.join().unwrap();
+}
+
 #[test]
 fn guard_pages_lie_below_the_stack() {
     let page = page_size();
