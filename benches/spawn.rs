@@ -412,7 +412,8 @@ const VARIANTS: [Variant; 10] = [
         id: "rawthread",
         label: "rawthread::spawn + join",
         group: Group::Thread,
-        note: "default Builder: 2 MiB stack; regions of joined threads are reused from rawthread's pool",
+        note: "default Builder: 2 MiB stack; regions of joined threads are reused from rawthread's pool; \
+               join watches the tid word for up to 10 µs before it sleeps on it",
         run: rawthread_default,
     },
     Variant {
@@ -427,7 +428,7 @@ const VARIANTS: [Variant; 10] = [
         label: "kernel floor (bare clone)",
         group: Group::Thread,
         note: "rawthread::KernelFloor: one clone with thread flags on a reused stack, no TLS, no thread block, \
-               futex join: what the kernel alone charges for a thread",
+               rawthread's join (spin, then futex): what the kernel alone charges for a thread",
         run: kernel_floor,
     },
     Variant {

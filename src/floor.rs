@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 use memmap2::{MmapMut, MmapOptions};
 
-use crate::sys;
+use crate::sys::{self, now_ns};
 
 /// A reusable 64 KiB stack and the tid word of the one floor thread that
 /// may run on it at a time.
@@ -18,16 +18,6 @@ use crate::sys;
 pub struct KernelFloor {
     stack: MmapMut,
     tid: Box<AtomicI32>,
-}
-
-/// CLOCK_MONOTONIC in nanoseconds, the clock every benchmark stamp uses.
-#[doc(hidden)]
-pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid timespec; CLOCK_MONOTONIC cannot fail. glibc answers
-    // from the vDSO without touching TLS, so the floor child may call it.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// The floor thread: runs on the creator's TLS, so it touches none.

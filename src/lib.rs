@@ -74,8 +74,10 @@
 //! 4. **Exit.** The kernel, done with the thread, writes 0 to the tid word
 //!    and futex-wakes it (`CLONE_CHILD_CLEARTID`). Only from then is the
 //!    region free: this, not the closure's return, is what `join` waits for.
-//! 5. **Joiner.** [`JoinHandle::join`] sleeps on the tid word (a *shared*
-//!    futex, as the kernel's wake is shared) until it reads 0, takes the
+//! 5. **Joiner.** [`JoinHandle::join`] watches the tid word for up to
+//!    10 µs, then sleeps on it (a *shared* futex, as the kernel's wake is
+//!    shared) until it reads 0: the spin saves the sleep and wake-up, the
+//!    dearest part of joining a short-lived thread on a VM. It takes the
 //!    result and gives the region back to the pool, which unmaps what
 //!    exceeds its limits (freeing the DTV, keeping libc's state aside).
 //!
@@ -120,9 +122,11 @@ mod sys;
 mod thread;
 
 #[doc(hidden)]
-pub use floor::{KernelFloor, now_ns};
+pub use floor::KernelFloor;
 pub use pool::{PoolLimits, pool_limits, set_pool_limits};
 pub use region::ThreadLayout;
 pub use scope::{Scope, ScopedJoinHandle, scope};
+#[doc(hidden)]
+pub use sys::now_ns;
 pub use sys::{THREAD_CLONE_FLAGS, uses_clone3};
 pub use thread::{Builder, JoinHandle, spawn};
