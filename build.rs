@@ -1,5 +1,5 @@
 //! Refuse every target but the one rawthread is written for, with a message
-//! that says why, and declare the cfgs the crate may use.
+//! that says why. (The crate uses no cfgs of its own to declare.)
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
