@@ -22,15 +22,17 @@ use std::time::Duration;
 use criterion::Criterion;
 use rawthread::KernelFloor;
 
+/// Where the kernel floor's thread stamps the clock.
+static STAMP: AtomicU64 = AtomicU64::new(0);
+
 fn spawn_join(c: &mut Criterion) {
     let mut group = c.benchmark_group("spawn+join");
     group.bench_function("rawthread::spawn", |b| b.iter(|| rawthread::spawn(|| black_box(1)).join().unwrap()));
     group.bench_function("std::thread::spawn", |b| b.iter(|| std::thread::spawn(|| black_box(1)).join().unwrap()));
     let mut floor = KernelFloor::new().expect("KernelFloor::new");
-    let stamp = AtomicU64::new(0);
     group.bench_function("kernel floor", |b| {
         b.iter(|| {
-            floor.spawn(&stamp).expect("kernel floor clone");
+            floor.spawn(&STAMP).expect("kernel floor clone");
             floor.join();
         })
     });

@@ -13,7 +13,7 @@ use memmap2::{MmapMut, MmapOptions};
 use crate::sys::{self, now_ns};
 
 /// A reusable 64 KiB stack and the tid word of the one floor thread that
-/// may run on it at a time.
+/// may run on it at a time. Dropping it joins that thread first.
 #[doc(hidden)]
 pub struct KernelFloor {
     stack: MmapMut,
@@ -22,7 +22,7 @@ pub struct KernelFloor {
 
 /// The floor thread: runs on the creator's TLS, so it touches none.
 unsafe extern "C" fn floor_main(stamp: *mut libc::c_void) -> ! {
-    // SAFETY: the creator's AtomicU64, alive until it joins us.
+    // SAFETY: a 'static AtomicU64 (see KernelFloor::spawn).
     unsafe { (*stamp.cast::<AtomicU64>()).store(now_ns(), Ordering::Release) };
     sys::exit_thread()
 }
@@ -36,8 +36,9 @@ impl KernelFloor {
     }
 
     /// Starts the floor thread, which stores CLOCK_MONOTONIC into `stamp`
-    /// and exits; returns when `clone` does.
-    pub fn spawn(&mut self, stamp: &AtomicU64) -> io::Result<()> {
+    /// and exits; returns when `clone` does. (`'static`: the thread may
+    /// outlive any borrow, up to the next `join`.)
+    pub fn spawn(&mut self, stamp: &'static AtomicU64) -> io::Result<()> {
         assert_eq!(self.tid.load(Ordering::Acquire), 0, "join the floor thread before the next spawn");
         let low = self.stack.as_mut_ptr() as usize;
         let request = sys::CloneRequest {
@@ -61,5 +62,12 @@ impl KernelFloor {
     /// Waits until the floor thread has exited.
     pub fn join(&self) {
         sys::wait_for_exit(&self.tid);
+    }
+}
+
+impl Drop for KernelFloor {
+    fn drop(&mut self) {
+        // The stack and the tid word must outlive the thread.
+        self.join();
     }
 }
