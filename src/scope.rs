@@ -42,8 +42,10 @@ pub struct Scope<'scope, 'env: 'scope> {
 
 /// Creates a scope for spawning scoped threads, as [`std::thread::scope`].
 ///
-/// Every thread spawned in it is joined before this returns, whether or not
-/// its handle was joined.
+/// Before this returns, every closure spawned in it has returned, and every
+/// thread has been joined (its handle joined by the caller, or dropped and
+/// then joined here) but for those whose handles were leaked with
+/// `mem::forget`: their results are leaked with them.
 ///
 /// # Panics
 /// If `f` panicked (its panic resumes), or if any thread whose handle was
@@ -69,17 +71,29 @@ where
         thread::park();
     }
     // ...then every thread whose handle was dropped: its result may borrow
-    // from 'scope, so it is dropped here, not later.
-    let unjoined = std::mem::take(&mut *scope.data.unjoined.lock().unwrap_or_else(|e| e.into_inner()));
+    // from 'scope, so it is dropped here, not later. Dropping a result may
+    // drop handles it held, which join the list: go on until it is empty.
+    // A result whose drop panics does not stop the others' joins; the first
+    // such panic is resumed once all are done.
     let mut a_thread_panicked = false;
-    for thread in unjoined {
-        a_thread_panicked |= thread.join_and_discard();
+    let mut drop_panic = None;
+    loop {
+        let unjoined = std::mem::take(&mut *scope.data.unjoined.lock().unwrap_or_else(|e| e.into_inner()));
+        if unjoined.is_empty() {
+            break;
+        }
+        for thread in unjoined {
+            match panic::catch_unwind(AssertUnwindSafe(|| thread.join_and_discard())) {
+                Ok(panicked) => a_thread_panicked |= panicked,
+                Err(payload) => drop(drop_panic.get_or_insert(payload)),
+            }
+        }
     }
 
-    match result {
-        Err(payload) => panic::resume_unwind(payload),
-        Ok(_) if a_thread_panicked => panic!("a scoped thread panicked"),
-        Ok(value) => value,
+    match (result, drop_panic) {
+        (Err(payload), _) | (Ok(_), Some(payload)) => panic::resume_unwind(payload),
+        (Ok(_), None) if a_thread_panicked => panic!("a scoped thread panicked"),
+        (Ok(value), None) => value,
     }
 }
 

@@ -194,6 +194,21 @@ fn scope_drops_unjoined_results_before_returning() {
     assert_eq!(drops.load(Ordering::SeqCst), 4);
 }
 
+/// A result that holds another thread's handle: dropping it (unjoined)
+/// hands that handle to the scope after the scope's first sweep; the scope
+/// must join that thread and drop its result too before it returns.
+#[test]
+fn handles_inside_unjoined_results_are_joined_too() {
+    for _ in 0..500 {
+        let drops = AtomicUsize::new(0);
+        rawthread::scope(|s| {
+            let inner = s.spawn(|| Counted(&drops));
+            s.spawn(move || inner);
+        });
+        assert_eq!(drops.load(Ordering::SeqCst), 1, "the inner result was dropped after scope returned");
+    }
+}
+
 #[test]
 fn nested_scopes_owned_by_scoped_threads() {
     // Each inner scope's owner, which parks until its threads are done, is
