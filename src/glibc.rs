@@ -28,8 +28,10 @@ use std::ffi::{CStr, c_void};
 use std::io;
 use std::mem::ManuallyDrop;
 use std::ptr;
-use std::sync::atomic::AtomicI32;
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
+
+use memmap2::MmapOptions;
 
 use crate::region::{BlockGeometry, Region, ThreadLayout};
 use crate::sys;
@@ -101,23 +103,37 @@ pub(crate) struct Glibc {
     deallocate_tls: unsafe extern "C" fn(*mut c_void, bool),
     call_tls_dtors: unsafe extern "C" fn(),
     ctype_init: unsafe extern "C" fn(),
-    res_nclose: unsafe extern "C" fn(*mut c_void),
+    res_iclose: unsafe extern "C" fn(*mut c_void, bool),
+    /// Offset of `stackblock` in `struct pthread` (`stackblock_size`
+    /// follows it); 0 until [`probe_stackblock`] has run.
+    stackblock: AtomicUsize,
 }
 
 // SAFETY: `keys` points at glibc's process-wide key table, which glibc itself
 // reads from every thread; everything else is plain data and fn pointers.
 unsafe impl Send for Glibc {}
-// SAFETY: as above; nothing in `Glibc` changes after discovery.
+// SAFETY: as above; only the atomic `stackblock` changes after discovery.
 unsafe impl Sync for Glibc {}
 
-/// The discovered glibc, or why it could not be used. The first call does
-/// the discovery and the switch to multi-threaded mode.
+/// The discovered glibc, or why it could not be used. The first call
+/// discovers and checks glibc's private layout (an error there is final:
+/// this glibc lacks what rawthread needs); until one succeeds, calls also
+/// run [`probe_stackblock`], whose errors (EAGAIN at a thread limit) are the
+/// kernel's and may pass.
 pub(crate) fn get() -> io::Result<&'static Glibc> {
     static GLIBC: OnceLock<Result<Glibc, String>> = OnceLock::new();
-    match GLIBC.get_or_init(discover) {
-        Ok(g) => Ok(g),
-        Err(why) => Err(io::Error::new(io::ErrorKind::Unsupported, format!("rawthread: {why}"))),
+    let glibc = match GLIBC.get_or_init(discover) {
+        Ok(g) => g,
+        Err(why) => return Err(io::Error::new(io::ErrorKind::Unsupported, format!("rawthread: {why}"))),
+    };
+    if glibc.stackblock.load(Ordering::Acquire) == 0 {
+        static PROBE: Mutex<()> = Mutex::new(());
+        let _once = PROBE.lock().unwrap_or_else(|e| e.into_inner());
+        if glibc.stackblock.load(Ordering::Acquire) == 0 {
+            glibc.stackblock.store(probe_stackblock(glibc.tcb_size)?, Ordering::Release);
+        }
     }
+    Ok(glibc)
 }
 
 fn dlsym(name: &CStr) -> Result<*mut c_void, String> {
@@ -176,7 +192,7 @@ fn discover() -> Result<Glibc, String> {
     // SAFETY (for every `function` below): the signatures are glibc's:
     // void _dl_get_tls_static_info(size_t *, size_t *); void *_dl_allocate_tls(void *);
     // void _dl_deallocate_tls(void *, bool); void __call_tls_dtors(void);
-    // void __ctype_init(void); void __res_nclose(res_state).
+    // void __ctype_init(void).
     let get_static: unsafe extern "C" fn(*mut usize, *mut usize) = unsafe { function(c"_dl_get_tls_static_info")? };
     let (mut static_size, mut static_align) = (0, 0);
     // SAFETY: two valid out-pointers.
@@ -210,8 +226,9 @@ fn discover() -> Result<Glibc, String> {
         call_tls_dtors: unsafe { function(c"__call_tls_dtors")? },
         // SAFETY: see above.
         ctype_init: unsafe { function(c"__ctype_init")? },
-        // SAFETY: see above.
-        res_nclose: unsafe { function(c"__res_nclose")? },
+        // SAFETY: see above; void __res_iclose(res_state, bool free_addr).
+        res_iclose: unsafe { function(c"__res_iclose")? },
+        stackblock: AtomicUsize::new(0),
     };
 
     // Check every assumption against the calling thread, which glibc made.
@@ -249,7 +266,6 @@ fn discover() -> Result<Glibc, String> {
     // SAFETY: a `u32[3]` descriptor.
     check(unsafe { (*keys)[1] } as usize == KEY_L1 * KEY_L2, "PTHREAD_KEYS_MAX")?;
 
-    switch_to_multi_threaded()?;
     Ok(g)
 }
 
@@ -290,32 +306,61 @@ fn find_libc_state() -> Result<(usize, usize), String> {
     Ok((current_tp().checked_sub(start).ok_or("libc's TLS block is not below the thread pointer")?, len))
 }
 
-/// Puts glibc in multi-threaded mode the only way that sets *all* of its
-/// state (`__libc_single_threaded`, its SIGCANCEL/SIGSETXID handlers, stdio
-/// locks, `multiple_threads` in this thread): by creating and joining one
-/// pthread, once, and only if no thread was ever made. Writing the public
-/// flag by hand would make malloc lock, but would leave a later real
-/// `pthread_create` skipping the handler set-up, and the next `setuid()`
-/// kills the process with signal 33.
-fn switch_to_multi_threaded() -> Result<(), String> {
-    let single = dlsym(c"__libc_single_threaded")? as *const u8;
-    // SAFETY: a public glibc `char`, written only by glibc (under the same
-    // once-only discovery that runs this).
-    if unsafe { ptr::read_volatile(single) } == 0 {
-        return Ok(());
-    }
-    extern "C" fn nothing(_: *mut c_void) -> *mut c_void {
+/// Finds where `struct pthread` keeps `stackblock` and `stackblock_size`,
+/// which no exported descriptor gives: starts one pthread on a stack of
+/// ours and looks for that stack's address and size in its TCB. glibc reads
+/// these two words in every thread: `alloca` limits (a quarter of the
+/// stack, at most 64 KiB; with 0 there, 64 KiB on any stack, and small
+/// stacks overflow inside `printf`) and `pthread_getattr_np`.
+///
+/// The same pthread puts glibc in multi-threaded mode the only way that
+/// sets *all* of its state (`__libc_single_threaded`, its SIGCANCEL and
+/// SIGSETXID handlers, stdio locks, `multiple_threads` in this thread).
+/// Writing the public flag by hand would make malloc lock, but would leave
+/// a later real `pthread_create` skipping the handler set-up, and the next
+/// `setuid()` kills the process with signal 33. This is rawthread's one
+/// and only `pthread_create`.
+fn probe_stackblock(tcb_size: usize) -> io::Result<usize> {
+    const SIZE: usize = 256 << 10;
+    extern "C" fn report_self(tp: *mut c_void) -> *mut c_void {
+        // SAFETY: the creator's usize, alive until it has joined us.
+        unsafe { *tp.cast::<usize>() = current_tp() };
         ptr::null_mut()
     }
-    let mut t: libc::pthread_t = 0;
-    // SAFETY: default attributes and a start routine that returns at once.
-    let err = unsafe { libc::pthread_create(&mut t, ptr::null(), nothing, ptr::null_mut()) };
+    let mut stack = MmapOptions::new().len(SIZE).stack().map_anon()?;
+    let base = stack.as_mut_ptr() as usize;
+    let mut tp = 0usize;
+    // SAFETY: a stack of ours that outlives the thread (joined below),
+    // attributes initialised and destroyed here, and a start routine that
+    // writes only `tp`.
+    let err = unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        libc::pthread_attr_init(&mut attr);
+        let mut err = libc::pthread_attr_setstack(&mut attr, base as *mut c_void, SIZE);
+        if err == 0 {
+            let mut thread: libc::pthread_t = 0;
+            err = libc::pthread_create(&mut thread, &attr, report_self, (&raw mut tp).cast());
+            if err == 0 {
+                libc::pthread_join(thread, ptr::null_mut());
+            }
+        }
+        libc::pthread_attr_destroy(&mut attr);
+        err
+    };
     if err != 0 {
-        return Err(format!("could not switch glibc to multi-threaded mode: {}", io::Error::from_raw_os_error(err)));
+        return Err(io::Error::from_raw_os_error(err));
     }
-    // SAFETY: `t` was created joinable just above.
-    unsafe { libc::pthread_join(t, ptr::null_mut()) };
-    Ok(())
+    // On a stack it is given, glibc puts the TCB at the top and records
+    // the whole stack: {stackblock, stackblock_size} = {base, SIZE}.
+    let found = (base..base + SIZE).contains(&tp).then(|| {
+        (0..tcb_size.saturating_sub(16)).step_by(8).find(|&off| {
+            // SAFETY: within the dead thread's TCB, inside our mapping.
+            unsafe { *at::<usize>(tp, off) == base && *at::<usize>(tp, off + 8) == SIZE }
+        })
+    });
+    found.flatten().ok_or_else(|| {
+        io::Error::new(io::ErrorKind::Unsupported, "rawthread: glibc layout check failed: struct pthread stackblock")
+    })
 }
 
 impl Glibc {
@@ -366,7 +411,7 @@ impl Glibc {
         }
         drop(states);
         // SAFETY: the block is ours alone until clone.
-        unsafe { self.write_header(tp) };
+        unsafe { self.write_header(&region) };
         Ok(Block { region, glibc: self })
     }
 
@@ -388,8 +433,9 @@ impl Glibc {
     /// The TCB header and the fields glibc reads from a running thread.
     ///
     /// # Safety
-    /// `tp` is a TCB with initialised TLS that is ours alone until clone.
-    unsafe fn write_header(&self, tp: usize) {
+    /// The region's TCB has initialised TLS and is ours alone until clone.
+    unsafe fn write_header(&self, region: &Region) {
+        let tp = region.tp();
         let me = current_tp();
         // SAFETY: `tp` and `me` are both TCBs of at least tcb_size bytes.
         unsafe {
@@ -421,6 +467,11 @@ impl Glibc {
             // The resolver's per-thread state (glibc keeps it in struct
             // pthread at an unexported offset; ours sits below the TLS).
             *((tp as isize + self.resp) as usize as *mut usize) = self.res_state(tp);
+            // The usable stack, for glibc's alloca limit and
+            // pthread_getattr_np (which reports [stackblock, +size)).
+            let stackblock = self.stackblock.load(Ordering::Relaxed);
+            *at::<usize>(tp, stackblock) = region.stack_low();
+            *at::<usize>(tp, stackblock + 8) = region.stack_top() - region.stack_low();
         }
     }
 
@@ -460,10 +511,11 @@ impl Glibc {
         unsafe { self.run_key_destructors(tp) };
         let res = self.res_state(tp);
         // SAFETY: our res_state; a non-zero nscount means res_ninit opened
-        // sockets that must be closed.
+        // sockets and allocated name-server addresses, which glibc's own
+        // thread exit closes and frees the same way.
         if unsafe { *((res + RES_NSCOUNT) as *const i32) } != 0 {
-            // SAFETY: as above.
-            unsafe { (self.res_nclose)(res as *mut c_void) };
+            // SAFETY: as above; `true`: free the addresses too.
+            unsafe { (self.res_iclose)(res as *mut c_void, true) };
         }
     }
 
@@ -509,7 +561,9 @@ impl Glibc {
             // SAFETY: our own TCB; the blocks were malloc'd by glibc.
             unsafe {
                 let level2 = std::mem::replace(&mut (*specific)[l1], ptr::null_mut());
-                libc::free(level2.cast());
+                if !level2.is_null() {
+                    libc::free(level2.cast());
+                }
             }
         }
     }
@@ -580,13 +634,15 @@ impl Block {
         debug_assert!(fits, "the pool hands out only regions that fit");
         // SAFETY: as in init_block: zeroed TCB, static TLS ours alone.
         if unsafe { (glibc.allocate_tls)(tp as *mut c_void) }.is_null() {
+            // Keep libc's state for a later thread, then unmap.
+            LIBC_STATES.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(kept);
             drop(region);
             return Err(io::Error::from_raw_os_error(libc::ENOMEM));
         }
         // SAFETY: the block is ours alone until clone.
         unsafe {
             glibc.libc_state(tp).copy_from_slice(kept);
-            glibc.write_header(tp);
+            glibc.write_header(&region);
         }
         Ok(Block { region, glibc })
     }

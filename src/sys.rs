@@ -151,7 +151,10 @@ pub(crate) unsafe fn clone(req: &CloneRequest) -> io::Result<pid_t> {
         let ret = unsafe { rawthread_clone3(&mut args, size_of::<CloneArgs>(), req.entry, req.arg) };
         match ret {
             tid if tid >= 0 => {
-                CLONE3.store(CLONE3_WORKS, Ordering::Relaxed);
+                // Written once, not on every spawn: the line is read by all.
+                if CLONE3.load(Ordering::Relaxed) != CLONE3_WORKS {
+                    CLONE3.store(CLONE3_WORKS, Ordering::Relaxed);
+                }
                 return Ok(tid as pid_t);
             }
             err if err == -(libc::ENOSYS as c_long) || err == -(libc::EPERM as c_long) => {

@@ -159,6 +159,73 @@ fn default_stack_overflow_hits_the_guard() {
     assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "child status {}", out.status);
 }
 
+/// glibc limits its `alloca`s to a quarter of the thread's stack, read from
+/// the thread block; on 16-64 KiB stacks `printf` of a long number then
+/// takes the heap instead of overflowing (as on a std::thread of that size).
+#[test]
+fn small_stacks_take_glibcs_big_formats() {
+    if in_child("small_stacks_take_glibcs_big_formats") {
+        for size in [16 << 10, 32 << 10, 64 << 10] {
+            let n = Builder::new()
+                .stack_size(size)
+                .spawn(|| {
+                    let mut buf = vec![0u8; 16 << 10];
+                    // SAFETY: a NUL-terminated format and a buffer of the
+                    // length passed.
+                    unsafe { libc::snprintf(buf.as_mut_ptr().cast(), buf.len(), c"%.15000f".as_ptr(), 1.0f64) }
+                })
+                .unwrap()
+                .join()
+                .unwrap();
+            assert_eq!(n, 15002, "stack {size}");
+        }
+        return;
+    }
+    assert_child_passed(&run_child("small_stacks_take_glibcs_big_formats", &[]));
+}
+
+/// `pthread_getattr_np` (used by crates such as `stacker` to find the
+/// stack) describes a raw thread's real stack.
+#[test]
+fn pthread_getattr_np_reports_the_stack() {
+    let (local, addr, size) = Builder::new()
+        .stack_size(1 << 20)
+        .spawn(|| {
+            let local = 0u8;
+            // SAFETY: attributes of the calling thread, read then destroyed.
+            unsafe {
+                let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+                assert_eq!(libc::pthread_getattr_np(libc::pthread_self(), &mut attr), 0);
+                let (mut addr, mut size) = (std::ptr::null_mut(), 0);
+                assert_eq!(libc::pthread_attr_getstack(&attr, &mut addr, &mut size), 0);
+                libc::pthread_attr_destroy(&mut attr);
+                (black_box(&local) as *const u8 as usize, addr as usize, size)
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert!(size >= 1 << 20, "stack size {size:#x}");
+    assert!((addr..addr + size).contains(&local), "local {local:#x} not in {addr:#x}+{size:#x}");
+}
+
+/// A thread joining its own handle panics, as std's does (EDEADLK),
+/// instead of waiting forever.
+#[test]
+fn joining_itself_panics_like_std() {
+    let (handle_tx, handle_rx) = mpsc::channel::<rawthread::JoinHandle<()>>();
+    let (answer_tx, answer_rx) = mpsc::channel();
+    let h = rawthread::spawn(move || {
+        let me = handle_rx.recv().unwrap();
+        quiet_expected_panics();
+        let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| me.join())).unwrap_err();
+        answer_tx.send(panic.downcast_ref::<String>().cloned()).unwrap();
+    });
+    handle_tx.send(h).unwrap();
+    let message = answer_rx.recv().unwrap().expect("a String payload");
+    assert!(message.contains("failed to join thread") && message.contains("deadlock"), "{message}");
+}
+
 #[test]
 fn rust_min_stack_sets_the_default_stack_size() {
     if in_child("rust_min_stack_sets_the_default_stack_size") {

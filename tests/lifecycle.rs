@@ -283,3 +283,27 @@ fn thread_limit_gives_eagain() {
     }
     print!("{}", run_child_ok("thread_limit_gives_eagain"));
 }
+
+/// A first spawn refused at a thread limit is a passing `EAGAIN`, not a
+/// verdict on glibc: once the limit is raised, spawning works.
+#[test]
+fn first_spawn_at_the_limit_is_not_final() {
+    if in_child("first_spawn_at_the_limit_is_not_final") {
+        let set_limit = |cur| {
+            let limit = libc::rlimit { rlim_cur: cur, rlim_max: 64 };
+            // SAFETY: a valid rlimit for this process.
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NPROC, &limit) }, 0);
+        };
+        set_limit(1);
+        // SAFETY: as in thread_limit_gives_eagain: this thread only.
+        if unsafe { libc::geteuid() } == 0 {
+            assert_eq!(unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) }, 0);
+        }
+        let e = rawthread::Builder::new().spawn(|| ()).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EAGAIN), "{e}");
+        set_limit(64);
+        assert_eq!(rawthread::spawn(|| 7).join().unwrap(), 7);
+        return;
+    }
+    run_child_ok("first_spawn_at_the_limit_is_not_final");
+}

@@ -2,8 +2,9 @@
 //! binary defines its own `pthread_create`, which the linker binds every
 //! call in the executable to (std's and rawthread's alike), counts the
 //! calls and forwards to glibc's. The only call allowed is the one-time
-//! switch of glibc to multi-threaded mode. No test harness: libtest would
-//! start pthreads of its own.
+//! probe at the first spawn (which finds glibc's stack fields and switches
+//! glibc to multi-threaded mode). No test harness: libtest would start
+//! pthreads of its own.
 
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -67,9 +68,9 @@ fn main() {
     assert_eq!(counts, [1; 32]);
 
     let calls = CALLS.load(Ordering::SeqCst);
-    assert_eq!(calls, 1, "pthread_create may be called once, for glibc's multi-threaded switch; saw {calls}");
+    assert_eq!(calls, 1, "pthread_create may be called once, for the first spawn's probe; saw {calls}");
     assert_eq!(single_threaded(), 0, "glibc must be in multi-threaded mode");
     assert_eq!(tasks(), 1, "every raw thread has exited");
-    println!("no_pthread_create: 64 raw threads, {calls} pthread_create call (the one-time switch)");
+    println!("no_pthread_create: 64 raw threads, {calls} pthread_create call (the first spawn's probe)");
     println!("1 passed, 0 failed");
 }
