@@ -3,7 +3,10 @@
 //! Rust code (`println!`, the allocator, `thread_local!` with `Drop`,
 //! panics, `park`, `Mutex`, ...) runs on them.
 //!
-//! The API mirrors `std::thread`: switch with one path.
+//! The API mirrors `std::thread`'s for making threads (`spawn`, `Builder`,
+//! `JoinHandle`, `scope`): switch with one path. What acts on the current
+//! thread (`current`, `park`, `sleep`, `yield_now`) stays `std::thread`'s,
+//! and works on raw threads.
 //!
 //! ```
 //! let handle = rawthread::spawn(|| 6 * 7);
@@ -57,8 +60,10 @@
 //!    is the one the region's last thread left, or one kept from an
 //!    unmapped region, or new. The start record (closure, the creator's
 //!    signal mask, the name) goes above the stack. The first spawn in a
-//!    process also discovers glibc's private layout once and puts glibc in
-//!    multi-threaded mode.
+//!    process also discovers glibc's private layout once, and starts the
+//!    one pthread rawthread ever makes: a probe that finds where glibc keeps
+//!    a thread's stack bounds, and puts glibc in multi-threaded mode its own
+//!    way.
 //! 2. **clone.** With every signal blocked, `clone3` (or `clone`, if the
 //!    kernel or a seccomp filter refuses `clone3`) starts the child with
 //!    `%fs` = `tp`; the kernel writes the child's tid into the TCB's `tid`
@@ -88,14 +93,16 @@
 //! finds DONE gives the region to the pool itself (the pool reuses it only
 //! once the tid word is 0); a child that finds DETACHED drops its own
 //! result and, after its destructors, gives its region to the pool, or,
-//! when the pool is full, frees its DTV, hands on libc's state, unregisters
-//! rseq and unmaps the region it runs on in assembly (`asm/x86_64.s`:
+//! when the pool is full, unregisters rseq, frees its DTV, hands on libc's
+//! state and unmaps the region it runs on in assembly (`asm/x86_64.s`:
 //! signals blocked, `set_tid_address(NULL)` so the kernel's exit write
 //! cannot land in a reused mapping, `munmap`, `exit`).
 //!
 //! **Scoped threads** never detach: an unjoined [`ScopedJoinHandle`] goes to
-//! its scope, and [`scope`] waits for every closure, then joins every
-//! thread (tid word 0) before it returns.
+//! its scope, and [`scope`] waits for every closure, then joins every such
+//! thread (tid word 0) and drops its result before it returns, until none
+//! is left (a result may hold other handles). Only a handle leaked with
+//! `mem::forget` escapes the join; its result is leaked with it.
 //!
 //! # Known limits
 //!
@@ -110,6 +117,15 @@
 //!   thread. `std::thread::current()` works but reports no name.
 //! * glibc on x86_64 only (tested with 2.36); musl hides the state a
 //!   thread needs.
+//! * Linked into an executable, as Rust links crates by default. In a
+//!   `cdylib`/`dylib`, Rust's thread-locals go through `__tls_get_addr`,
+//!   which the overflow handler and a detached thread's last steps (after
+//!   its DTV is freed) must not call.
+//! * libc's per-thread state is handed on to the next thread, not freed:
+//!   a new thread may find the previous one's `dlerror()` message.
+//! * `dlclose` waits only for glibc's own threads to leave the loader's
+//!   symbol lookups: do not unload a library while raw threads may still
+//!   be binding its symbols.
 
 mod floor;
 mod glibc;

@@ -9,9 +9,11 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
-//! The child is a copy of the calling thread alone, as after `fork()`: if
-//! other threads held locks (malloc's, stdio's) when it was made, the child
-//! must keep to async-signal-safe calls. It ends with `_exit` and the
+//! The child is a copy of the calling thread alone, made by a bare
+//! `clone3`: unlike `fork()`, glibc's `pthread_atfork` handlers do not run
+//! and its locks are not reset, so if other threads held locks (malloc's,
+//! stdio's) when it was made, the child must keep to async-signal-safe
+//! calls (or it may deadlock). It ends with `_exit` and the
 //! closure's return value, or 101 if the closure panicked: no `atexit`
 //! handlers, and no flush of stdio buffers it shares with the parent.
 
@@ -67,7 +69,7 @@ impl Builder {
     {
         let glibc = glibc::get()?;
         // Only when the child has set-up that can fail: a close-on-exec
-        // pipe on which it reports the errno (EOF means success).
+        // pipe on which it reports the errno (0 for success).
         let report = if self.setsid || self.process_group.is_some() { Some(pipe()?) } else { None };
         let mut start = ManuallyDrop::new(ProcessStart {
             f,
@@ -103,12 +105,23 @@ impl Builder {
         let mut child = Child { pid, pidfd, status: None };
         if let Some((read, write)) = report {
             drop(write);
+            // The child always reports (0: set up). EOF is not awaited: a
+            // process made meanwhile by another thread may hold the write
+            // end for as long as it lives.
             let mut errno = [0u8; 4];
-            // SAFETY: reading into a 4-byte buffer.
-            let n = unsafe { libc::read(read.as_raw_fd(), errno.as_mut_ptr().cast(), 4) };
-            if n == 4 {
+            let n = loop {
+                // SAFETY: reading into a 4-byte buffer (4 bytes, one write,
+                // are atomic on a pipe).
+                let n = unsafe { libc::read(read.as_raw_fd(), errno.as_mut_ptr().cast(), 4) };
+                if n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                    break n;
+                }
+            };
+            let errno = i32::from_ne_bytes(errno);
+            // 0 bytes: the child died before reporting; its status says how.
+            if n == 4 && errno != 0 {
                 child.wait()?;
-                return Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)));
+                return Err(io::Error::from_raw_os_error(errno));
             }
         }
         Ok(child)
@@ -162,16 +175,16 @@ unsafe extern "C" fn process_main<F: FnOnce() -> i32>(start: *mut c_void) -> ! {
         false
     };
     if let Some(fd) = report {
-        if failed {
-            let errno = io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL).to_ne_bytes();
-            // SAFETY: writing 4 bytes to our end of the pipe, then leaving.
-            unsafe {
-                libc::write(fd, errno.as_ptr().cast(), 4);
-                libc::_exit(127);
-            }
+        let errno = if failed { io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL) } else { 0 };
+        // SAFETY: 4 bytes to our end of the pipe, which we then close.
+        unsafe {
+            libc::write(fd, errno.to_ne_bytes().as_ptr().cast(), 4);
+            libc::close(fd);
         }
-        // SAFETY: our copy of the write end; closing it sends EOF.
-        unsafe { libc::close(fd) };
+        if failed {
+            // SAFETY: ends this process, as below.
+            unsafe { libc::_exit(127) };
+        }
     }
     let code = panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or(101);
     // SAFETY: ends this process without touching what it shares with the

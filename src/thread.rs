@@ -3,6 +3,7 @@
 //! joiner's return.
 
 use std::alloc::Layout;
+use std::cell::UnsafeCell;
 use std::ffi::{CStr, c_void};
 use std::fmt;
 use std::io;
@@ -23,8 +24,10 @@ use crate::{overflow, pool};
 /// Why 2 MiB: it is `std::thread`'s default, so swapping `std::thread` for
 /// rawthread changes no program's stack budget, and `RUST_MIN_STACK`
 /// overrides it the same way. glibc's `RLIMIT_STACK` default (8 MiB) wastes
-/// address space under many threads, and below ~256 KiB glibc's own 64 KiB
-/// `alloca`s (in `printf`, `getaddrinfo`, ...) start to overflow.
+/// address space under many threads. Smaller stacks work as they do for a
+/// pthread of that size: glibc reads the stack's size from the thread
+/// block and keeps its `alloca`s (in `printf`, `getaddrinfo`, ...) to a
+/// quarter of it, taking the heap beyond that.
 const DEFAULT_STACK_SIZE: usize = 2 << 20;
 
 /// The least a requested stack is raised to (glibc's `PTHREAD_STACK_MIN`).
@@ -225,13 +228,14 @@ struct Header {
     /// whichever swaps second learns who owns the region from then on.
     state: AtomicU8,
     /// Where a detaching handle leaves the region's ownership (`Block`) for
-    /// the child, before it swaps in DETACHED.
-    block: MaybeUninit<Block>,
+    /// the child, before it swaps in DETACHED. Written by one side and read
+    /// by the other, ordered by the swaps, while both hold `&Header`.
+    block: UnsafeCell<MaybeUninit<Block>>,
 }
 
 impl Header {
     fn new() -> Header {
-        Header { state: AtomicU8::new(RUNNING), block: MaybeUninit::uninit() }
+        Header { state: AtomicU8::new(RUNNING), block: UnsafeCell::new(MaybeUninit::uninit()) }
     }
 }
 
@@ -287,7 +291,7 @@ where
     // the result slot is ours alone.
     let block = unsafe {
         ptr::drop_in_place(&raw mut (*record).result);
-        header.block.assume_init_read()
+        (*header.block.get()).assume_init_read()
     };
     // SAFETY: our own block, once, after the closure.
     unsafe { glibc.leave(tp) };
@@ -339,6 +343,14 @@ impl Running {
         self.block.tid_word().load(Ordering::Acquire) == 0
     }
 
+    /// A thread joining itself would wait forever: panic as std does
+    /// (pthread_join's EDEADLK).
+    fn refuse_self_join(&self) {
+        if glibc::current_tp() == self.block.region().tp() {
+            panic!("failed to join thread: {}", io::Error::from_raw_os_error(libc::EDEADLK));
+        }
+    }
+
     pub(crate) fn layout(&self) -> ThreadLayout {
         self.block.layout()
     }
@@ -352,6 +364,7 @@ impl Running {
     /// # Safety
     /// `T` must be the thread's result type.
     pub(crate) unsafe fn join<T>(mut self) -> Result<T> {
+        self.refuse_self_join();
         self.wait();
         let slot = std::mem::replace(&mut self.result, ptr::null_mut());
         // SAFETY: the thread exited, so its result was written, and we
@@ -380,8 +393,10 @@ impl Drop for Running {
         }
         // SAFETY: the header lives in the region, which is still mapped: we
         // own it until the swap below hands it over.
-        let header = unsafe { &mut *self.header };
-        header.block.write(block);
+        let header = unsafe { &*self.header };
+        // SAFETY: the child reads the slot only after seeing DETACHED, which
+        // our swap below publishes after this write.
+        unsafe { (*header.block.get()).write(block) };
         if header.state.swap(DETACHED, Ordering::AcqRel) == DONE {
             // The thread stored its result before we detached, so it will
             // not free the region: we do, with the unread result.
@@ -389,7 +404,7 @@ impl Drop for Running {
             // result nor the block slot again.
             unsafe {
                 (self.drop_result)(self.result);
-                pool::put(header.block.assume_init_read());
+                pool::put((*header.block.get()).assume_init_read());
             }
         }
     }
