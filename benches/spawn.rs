@@ -1620,6 +1620,21 @@ mod svg {
         if v >= 1.0 { format!("{v:.0}") } else { format!("{v}") }
     }
 
+    /// The legend box every panel draws, at `position`.
+    fn legend<'a, CT: CoordTranslate>(
+        chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+        position: SeriesLabelPosition,
+    ) -> Res {
+        chart
+            .configure_series_labels()
+            .position(position)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .label_font((FONT, 14))
+            .draw()?;
+        Ok(())
+    }
+
     /// A row label left of the plot, at the pixel where `(x, y)` lands.
     fn row_label(root: &Area, at: (i32, i32), text: &str) -> Res {
         let style = TextStyle::from((FONT, 15).into_font()).pos(Pos::new(HPos::Right, VPos::Center));
@@ -1676,14 +1691,7 @@ mod svg {
                 .label(name)
                 .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], color.mix(0.45).filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerLeft)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .label_font((FONT, 14))
-            .draw()?;
-        Ok(())
+        legend(&mut chart, SeriesLabelPosition::LowerLeft)
     }
 
     /// Median round trip against the parent's touched memory.
@@ -1754,14 +1762,7 @@ mod svg {
                 }
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .label_font((FONT, 14))
-            .draw()?;
-        Ok(())
+        legend(&mut chart, SeriesLabelPosition::UpperRight)
     }
 
     /// Stacked bars: user and kernel memory per idle thread.
@@ -1808,13 +1809,6 @@ mod svg {
                 .label(name)
                 .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], color.filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .label_font((FONT, 14))
-            .draw()?;
-        Ok(())
+        legend(&mut chart, SeriesLabelPosition::UpperRight)
     }
 }

@@ -471,31 +471,6 @@ fn detached_thread_runs_to_completion() {
 }
 
 #[test]
-fn many_threads_alive_at_once() {
-    const THREADS: usize = 64;
-    let barrier = Arc::new(Barrier::new(THREADS + 1));
-    let handles: Vec<_> = (0..THREADS)
-        .map(|_| {
-            let barrier = barrier.clone();
-            rawthread::spawn(move || {
-                barrier.wait();
-                gettid()
-            })
-        })
-        .collect();
-    // Every thread is alive here, waiting on the barrier.
-    barrier.wait();
-    let mut tids: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    tids.sort();
-    tids.dedup();
-    assert_eq!(tids.len(), THREADS);
-}
-
-// ---------------------------------------------------------------------------
-// clone3 and the legacy clone
-// ---------------------------------------------------------------------------
-
-#[test]
 fn uses_clone3_is_known_after_a_spawn() {
     rawthread::spawn(|| ()).join().unwrap();
     assert!(rawthread::uses_clone3().is_some());
