@@ -127,6 +127,8 @@
 //!   symbol lookups: do not unload a library while raw threads may still
 //!   be binding its symbols.
 
+#![warn(missing_docs)]
+
 mod floor;
 mod glibc;
 mod overflow;

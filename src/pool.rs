@@ -29,6 +29,7 @@ pub struct PoolLimits {
 }
 
 impl PoolLimits {
+    /// 256 regions, 40 MiB.
     pub const DEFAULT: PoolLimits = PoolLimits { regions: 256, bytes: 40 << 20 };
 }
 

@@ -39,6 +39,8 @@ pub struct Builder {
 }
 
 impl Builder {
+    /// A builder with no options: the child stays in this session and
+    /// process group.
     pub fn new() -> Builder {
         Builder::default()
     }
