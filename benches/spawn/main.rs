@@ -1,0 +1,183 @@
+//! The spawn benchmark: every way Linux can start a unit of execution,
+//! measured side by side in one process.
+//!
+//! ```text
+//! cargo bench                            # this and benches/criterion.rs: about a minute
+//! cargo bench --bench spawn -- --quick   # a few seconds: CI smoke
+//! cargo bench --bench spawn -- --pin 1   # the whole process (and so every child) on CPU 1
+//! ```
+//!
+//! Three parts:
+//!
+//! 1. **Latency** of ten variants — rawthread, the bare kernel floor,
+//!    `std::thread`, `pthread_create`, and the process makers `fork`,
+//!    vfork, `clone(SIGCHLD)`, `clone3` + `CLONE_PIDFD` and `posix_spawn`.
+//!    Each sample gives three figures, all from `rawthread::now_ns()`
+//!    (CLOCK_MONOTONIC, one clock for parent and child):
+//!
+//!    ```text
+//!    parent:  t0 = now  spawn(...)  t1 = now   join/wait(...)  t2 = now
+//!    child:                 tc = now (first thing it runs), stored where the parent can read it
+//!
+//!    round trip = t2 - t0     child start = tc - t0     call return = t1 - t0
+//!    ```
+//!
+//!    The variants are measured in blocks of samples, round-robin, over many
+//!    rounds, with the order rotated each round: on a shared, noisy VM a
+//!    burst of noise then lands on every variant alike instead of on
+//!    whichever happened to run at that moment, and the medians stay
+//!    comparable.
+//! 2. **Growth with the parent's memory**: `fork` copies the parent's page
+//!    tables, so it grows with the parent's resident memory; a thread shares
+//!    them and stays flat. Measured at several sizes of touched memory, with
+//!    and without transparent huge pages.
+//! 3. **Memory per idle thread**, user (RSS) and kernel (kernel stack, page
+//!    tables, slab), for rawthread and `std::thread`.
+//!
+//! Results go to the terminal, to `target/spawn-bench/results.json` and to
+//! `target/spawn-bench/report.svg`. Nothing here asserts a timing: the
+//! numbers are reported, never judged by a test.
+
+mod growth;
+mod idle;
+mod machine;
+mod mapping;
+mod options;
+mod progress;
+mod report;
+mod stats;
+mod svg;
+mod variants;
+
+use std::error::Error;
+use std::fmt::Write as _;
+use std::io::{self, Write as _};
+use std::time::{Duration, Instant};
+
+use growth::{GrowthPoint, measure_growth};
+use idle::{Footprint, idle_rawthread, idle_std, median_footprint};
+use machine::{Machine, machine, pin_to, target_dir, utc_now};
+use options::{FULL, QUICK, parse_args};
+use progress::Progress;
+use report::{header, report_growth, report_idle, report_latency, results_json, summary};
+use stats::Sample;
+use variants::{Ctx, VARIANTS, measure_latency};
+
+const PAGE: usize = 4096;
+const MIB: usize = 1 << 20;
+
+// ---------------------------------------------------------------------------
+// Main
+// ---------------------------------------------------------------------------
+
+struct Results {
+    latency: Vec<Vec<Sample>>,
+    growth: Vec<GrowthPoint>,
+    thp_note: String,
+    idle: [Footprint; 2],
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let start = Instant::now();
+    let value = f();
+    (value, start.elapsed())
+}
+
+/// What the run was: printed first, and kept in results.json.
+struct Meta {
+    command: String,
+    date: String,
+    mode: &'static str,
+    pin: Option<usize>,
+    machine: Machine,
+}
+
+fn main() {
+    let started = Instant::now();
+    let args: Vec<String> = std::env::args().collect();
+    let options = parse_args(&args[1..]);
+    // Without --bench we were started by `cargo test --benches`: a smoke
+    // run is all that is wanted there.
+    let (plan, mode) = match (options.quick, options.bench_flag) {
+        (true, _) => (&QUICK, "quick (--quick)"),
+        (false, false) => (&QUICK, "smoke (no --bench: run as by `cargo test --benches`), quick sizes"),
+        (false, true) => (&FULL, "full"),
+    };
+    if let Some(cpu) = options.pin
+        && let Err(e) = pin_to(cpu)
+    {
+        eprintln!("spawn bench: cannot pin to CPU {cpu}: {e}");
+        std::process::exit(2);
+    }
+    let progress = Progress::new();
+
+    let mut ctx = Ctx::new();
+    progress.show(format_args!("warming up"));
+    for variant in &VARIANTS {
+        for _ in 0..plan.warmup {
+            (variant.run)(&mut ctx);
+        }
+    }
+    let meta = Meta { command: args.join(" "), date: utc_now(), mode, pin: options.pin, machine: machine() };
+    progress.clear();
+    print!("{}", header(&meta, plan));
+    let _ = io::stdout().flush();
+
+    let (latency, latency_time) = timed(|| measure_latency(&mut ctx, plan, &progress));
+
+    let (thp_series, thp_note) = match meta.machine.thp.as_deref() {
+        Some("never") => (vec![false], "THP is `never` on this machine: the THP series is skipped.".to_string()),
+        None => (vec![false], "no transparent huge pages on this kernel: the THP series is skipped.".to_string()),
+        Some(mode) => (
+            vec![false, true],
+            format!("THP mode `{mode}`: MADV_NOHUGEPAGE on the buffer for 4 KiB pages, MADV_HUGEPAGE for THP."),
+        ),
+    };
+    let (growth, growth_time) = timed(|| measure_growth(&mut ctx, plan, &thp_series, &progress));
+
+    let (idle, idle_time) = timed(|| {
+        let mut runs = [Vec::new(), Vec::new()];
+        for run in 0..plan.idle_reps {
+            progress.show(format_args!("idle threads: run {}/{}", run + 1, plan.idle_reps));
+            runs[0].push(idle_rawthread(plan.idle_threads));
+            runs[1].push(idle_std(plan.idle_threads));
+        }
+        runs.map(|runs| median_footprint(&runs))
+    });
+    progress.clear();
+    let results = Results { latency, growth, thp_note, idle };
+
+    let mut out = String::new();
+    report_latency(&mut out, &results, plan);
+    report_growth(&mut out, &results);
+    report_idle(&mut out, &results, plan);
+    out.push_str(&summary(&results, plan));
+
+    // A smoke run (`cargo test --benches`, a debug build) must not
+    // overwrite the results of the last real one.
+    let dir = target_dir().join(if options.bench_flag || options.quick { "spawn-bench" } else { "spawn-bench/smoke" });
+    let (json_path, svg_path) = (dir.join("results.json"), dir.join("report.svg"));
+    let written = (|| -> Result<(), Box<dyn Error>> {
+        std::fs::create_dir_all(&dir)?;
+        let json = results_json(&results, &meta, plan);
+        std::fs::write(&json_path, serde_json::to_string_pretty(&json)? + "\n")?;
+        svg::write(&svg_path, &results)
+    })();
+    match written {
+        Ok(()) => {
+            let _ = writeln!(out, "\nWritten: {}\n         {}", json_path.display(), svg_path.display());
+        }
+        Err(e) => {
+            let _ = writeln!(out, "\nCould not write the results to {}: {e}", dir.display());
+        }
+    }
+    let _ = writeln!(
+        out,
+        "Total time: {:.1} s (latency {:.1} s, memory growth {:.1} s, idle threads {:.1} s)",
+        started.elapsed().as_secs_f64(),
+        latency_time.as_secs_f64(),
+        growth_time.as_secs_f64(),
+        idle_time.as_secs_f64()
+    );
+    print!("{out}");
+}

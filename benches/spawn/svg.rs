@@ -1,0 +1,238 @@
+//! report.svg
+
+use std::error::Error;
+use std::path::Path;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use crate::Results;
+use crate::growth::{SamplesOf, growth_slope};
+use crate::idle::Footprint;
+use crate::stats::{Figure, Sample, Stats, fmt_us, us};
+use crate::variants::{Group, VARIANTS};
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+type Res = Result<(), Box<dyn Error>>;
+
+const THREAD: RGBColor = RGBColor(31, 119, 180);
+const PROCESS: RGBColor = RGBColor(230, 120, 20);
+const EXEC: RGBColor = RGBColor(130, 130, 130);
+const FONT: &str = "sans-serif";
+
+pub(crate) fn write(path: &Path, r: &Results) -> Res {
+    let root = SVGBackend::new(path, (1200, 1500)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (latency, rest) = root.split_vertically(640);
+    let (growth, idle) = rest.split_vertically(540);
+    draw_latency(&root, &latency, r)?;
+    draw_growth(&growth, r)?;
+    draw_idle(&root, &idle, r)?;
+    root.present()?;
+    Ok(())
+}
+
+fn group_color(group: Group) -> RGBColor {
+    match group {
+        Group::Thread => THREAD,
+        Group::Process => PROCESS,
+        Group::Exec => EXEC,
+    }
+}
+
+/// The powers of ten around `[lo, hi]`, for a log axis.
+fn decades(lo: f64, hi: f64) -> (f64, f64) {
+    (10f64.powf(lo.log10().floor()), 10f64.powf(hi.log10().ceil()))
+}
+
+fn axis_label(v: f64) -> String {
+    if v >= 1.0 { format!("{v:.0}") } else { format!("{v}") }
+}
+
+/// The legend box every panel draws, at `position`.
+fn legend<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    position: SeriesLabelPosition,
+) -> Res {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font((FONT, 14))
+        .draw()?;
+    Ok(())
+}
+
+/// A row label left of the plot, at the pixel where `(x, y)` lands.
+fn row_label(root: &Area, at: (i32, i32), text: &str) -> Res {
+    let style = TextStyle::from((FONT, 15).into_font()).pos(Pos::new(HPos::Right, VPos::Center));
+    root.draw(&Text::new(text.to_string(), (at.0 - 10, at.1), style))?;
+    Ok(())
+}
+
+/// Round trip of every variant: box p10-p90, median bar, whisker to
+/// p99, circle at the max.
+fn draw_latency(root: &Area, area: &Area, r: &Results) -> Res {
+    let rows: Vec<_> =
+        VARIANTS.iter().zip(&r.latency).filter_map(|(v, s)| Some((v, Stats::figure(s, Figure::RoundTrip)?))).collect();
+    let n = rows.len();
+    let (lo, hi) = decades(
+        rows.iter().map(|(_, s)| us(s.p10)).fold(f64::INFINITY, f64::min),
+        rows.iter().map(|(_, s)| us(s.max)).fold(0.0, f64::max) * 1.5,
+    );
+    let mut chart = ChartBuilder::on(area)
+        .caption(format!("Spawn + join round trip, per variant ({} samples each)", rows[0].1.n), (FONT, 26))
+        .margin(15)
+        .x_label_area_size(50)
+        .y_label_area_size(270)
+        .build_cartesian_2d((lo..hi).log_scale(), -0.6..n as f64 - 0.4)?;
+    chart
+        .configure_mesh()
+        .y_labels(0)
+        .disable_y_mesh()
+        .x_desc("µs, log scale  —  box: p10 to p90, black bar: median (value above), whisker: to p99, circle: max")
+        .x_label_formatter(&|v| axis_label(*v))
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 15))
+        .draw()?;
+    for (i, (v, s)) in rows.iter().enumerate() {
+        let y = (n - 1 - i) as f64;
+        let color = group_color(v.group);
+        let (p10, median, p90, p99, max) = (us(s.p10), us(s.median), us(s.p90), us(s.p99), us(s.max));
+        chart.draw_series([
+            PathElement::new(vec![(p90, y), (p99, y)], color.stroke_width(2)),
+            PathElement::new(vec![(p99, y - 0.15), (p99, y + 0.15)], color.stroke_width(2)),
+        ])?;
+        chart.draw_series([Rectangle::new([(p10, y - 0.25), (p90, y + 0.25)], color.mix(0.45).filled())])?;
+        chart.draw_series([PathElement::new(vec![(median, y - 0.3), (median, y + 0.3)], BLACK.stroke_width(3))])?;
+        chart.draw_series([Circle::new((max, y), 4, color.stroke_width(2))])?;
+        let label = TextStyle::from((FONT, 12).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
+        chart.draw_series([Text::new(format!("{} µs", fmt_us(s.median)), (median, y + 0.32), label)])?;
+        row_label(root, chart.backend_coord(&(lo, y)), v.label)?;
+    }
+    for (name, color) in [("threads", THREAD), ("processes", PROCESS), ("process + exec", EXEC)] {
+        chart
+            .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?
+            .label(name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], color.mix(0.45).filled()));
+    }
+    legend(&mut chart, SeriesLabelPosition::LowerLeft)
+}
+
+/// Median round trip against the parent's touched memory.
+fn draw_growth(area: &Area, r: &Results) -> Res {
+    let median = |s: &[Sample]| Stats::figure(s, Figure::RoundTrip).map(|s| us(s.median));
+    // (legend, THP, colour, samples, label the points: only the growing
+    // series, as the flat ones lie on top of each other)
+    let series: [(&str, bool, RGBColor, SamplesOf, bool); 4] = [
+        ("fork + waitpid, 4 KiB pages", false, RGBColor(200, 40, 40), |p| &p.fork, true),
+        ("fork + waitpid, THP", true, RGBColor(240, 150, 40), |p| &p.fork, true),
+        ("rawthread spawn + join, 4 KiB pages", false, RGBColor(31, 119, 180), |p| &p.thread, false),
+        ("rawthread spawn + join, THP", true, RGBColor(80, 190, 210), |p| &p.thread, false),
+    ];
+    let values: Vec<f64> = r.growth.iter().flat_map(|p| [median(&p.fork), median(&p.thread)]).flatten().collect();
+    let (lo, hi) =
+        decades(values.iter().copied().fold(f64::INFINITY, f64::min), values.iter().copied().fold(0.0, f64::max) * 1.5);
+    // A decade of headroom: the legend goes there, above the curves.
+    let hi = hi * 10.0;
+    let x_max = r.growth.iter().map(|p| p.size_mib).max().unwrap_or(0).max(1) as f64 * 1.05;
+    let mut chart = ChartBuilder::on(area)
+        .caption("Cost against the parent's memory: fork copies page tables, a thread shares them", (FONT, 24))
+        .margin(15)
+        .margin_left(60)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..x_max, (lo..hi).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("memory touched in the parent, MiB")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_desc("median round trip, µs (log scale)")
+        .y_label_formatter(&|v| axis_label(*v))
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 15))
+        .draw()?;
+    for (label, thp, color, of, values) in series {
+        let points: Vec<(f64, f64)> = r
+            .growth
+            .iter()
+            .filter(|p| p.thp == thp)
+            .filter_map(|p| Some((p.size_mib as f64, median(of(p))?)))
+            .collect();
+        if points.is_empty() {
+            continue;
+        }
+        let slope = growth_slope(&r.growth, thp, Figure::RoundTrip, of).unwrap_or(f64::NAN);
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+            .label(format!("{label}: {slope:+.1} ns per 4 KiB page"))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+        if values {
+            let above = TextStyle::from((FONT, 12).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
+            let below_right = above.pos(Pos::new(HPos::Left, VPos::Top));
+            for &(x, y) in &points {
+                let text = format!("{} µs", fmt_us((y * 1e3) as u64));
+                // At 0 MiB both fork series start from the same place:
+                // one label, off the axis and below the lines.
+                match (x == 0.0, thp) {
+                    (false, _) => chart.draw_series([Text::new(text, (x, y * 1.15), above.clone())])?,
+                    (true, false) => {
+                        chart.draw_series([Text::new(text, (x_max * 0.01, y / 1.1), below_right.clone())])?
+                    }
+                    (true, true) => continue,
+                };
+            }
+        }
+    }
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
+}
+
+/// Stacked bars: user and kernel memory per idle thread.
+fn draw_idle(root: &Area, area: &Area, r: &Results) -> Res {
+    type Part = (&'static str, RGBColor, fn(&Footprint) -> f64);
+    let parts: [Part; 4] = [
+        ("user RSS", RGBColor(31, 119, 180), |f| f.user_rss),
+        ("KernelStack", RGBColor(230, 120, 20), |f| f.kernel_stack),
+        ("PageTables", RGBColor(60, 160, 60), |f| f.page_tables),
+        ("SUnreclaim (slab; noisy)", RGBColor(150, 150, 150), |f| f.sunreclaim),
+    ];
+    let rows = [("rawthread::spawn", &r.idle[0]), ("std::thread::spawn", &r.idle[1])];
+    let total = |f: &Footprint| parts.iter().map(|(_, _, of)| of(f).max(0.0)).sum::<f64>();
+    let x_max = rows.iter().map(|(_, f)| total(f)).fold(1.0, f64::max) * 1.7;
+    let mut chart = ChartBuilder::on(area)
+        .caption(format!("Memory per idle thread ({} threads blocked at once)", r.idle[0].threads), (FONT, 24))
+        .margin(15)
+        .x_label_area_size(50)
+        .y_label_area_size(270)
+        .build_cartesian_2d(0.0..x_max, -0.6..1.6)?;
+    chart
+        .configure_mesh()
+        .y_labels(0)
+        .disable_y_mesh()
+        .x_desc("KiB per thread  —  KernelStack, PageTables, SUnreclaim: system-wide /proc/meminfo deltas")
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 15))
+        .draw()?;
+    for (i, (name, f)) in rows.iter().enumerate() {
+        let y = (rows.len() - 1 - i) as f64;
+        let mut x = 0.0;
+        for (_, color, of) in parts {
+            let w = of(f).max(0.0);
+            chart.draw_series([Rectangle::new([(x, y - 0.3), (x + w, y + 0.3)], color.filled())])?;
+            x += w;
+        }
+        let style = TextStyle::from((FONT, 14).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+        chart.draw_series([Text::new(format!("{:.1} KiB", total(f)), (x + x_max * 0.01, y), style)])?;
+        row_label(root, chart.backend_coord(&(0.0, y)), name)?;
+    }
+    for (name, color, _) in parts {
+        chart
+            .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?
+            .label(name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], color.filled()));
+    }
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
+}

@@ -1,0 +1,352 @@
+//! The variants: one function each. Every one reads the clock just before the
+//! spawn call (t0), when it returns (t1) and when the child has been joined or
+//! reaped (t2); the child stamps the clock first thing.
+
+use std::ffi::{c_char, c_int, c_void};
+use std::io;
+use std::ptr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rawthread::{KernelFloor, now_ns};
+
+use crate::PAGE;
+use crate::mapping::Mapping;
+use crate::options::Plan;
+use crate::progress::Progress;
+use crate::stats::{Figure, Sample, Stats};
+
+/// What the variants need beyond their code, made once.
+pub(crate) struct Ctx {
+    /// The kernel floor's reusable stack and tid word.
+    floor: KernelFloor,
+    /// A `MAP_SHARED` page: a process child's stamp lands in the very page
+    /// the parent reads, not in a copy-on-write copy of it.
+    shared: Mapping,
+    /// The stack of the vfork child, who runs while we are suspended.
+    vfork_stack: Mapping,
+}
+
+impl Ctx {
+    pub(crate) fn new() -> Ctx {
+        Ctx {
+            floor: KernelFloor::new().expect("KernelFloor::new"),
+            shared: Mapping::new(PAGE, libc::MAP_SHARED),
+            vfork_stack: Mapping::new(64 << 10, libc::MAP_PRIVATE | libc::MAP_STACK),
+        }
+    }
+}
+
+/// Where thread children stamp: threads share our address space, so a
+/// plain static will do.
+static THREAD_STAMP: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Group {
+    Thread,
+    Process,
+    /// Also runs a new program: not comparable with the others.
+    Exec,
+}
+
+pub(crate) struct Variant {
+    pub(crate) id: &'static str,
+    pub(crate) label: &'static str,
+    pub(crate) group: Group,
+    pub(crate) note: &'static str,
+    pub(crate) run: fn(&mut Ctx) -> Sample,
+}
+
+/// The variants the others are compared with, by position in `VARIANTS`.
+pub(crate) const RAWTHREAD: usize = 0;
+pub(crate) const FLOOR: usize = 2;
+pub(crate) const STD: usize = 3;
+const _: () = assert!(matches!(VARIANTS[RAWTHREAD].label.as_bytes(), b"rawthread::spawn + join"));
+const _: () = assert!(matches!(VARIANTS[FLOOR].label.as_bytes(), b"kernel floor (bare clone)"));
+const _: () = assert!(matches!(VARIANTS[STD].label.as_bytes(), b"std::thread::spawn + join"));
+
+pub(crate) const VARIANTS: [Variant; 10] = [
+    Variant {
+        id: "rawthread",
+        label: "rawthread::spawn + join",
+        group: Group::Thread,
+        note: "default Builder: 2 MiB stack; regions of joined threads are reused from rawthread's pool; \
+               join watches the tid word for up to 10 µs before it sleeps on it",
+        run: rawthread_default,
+    },
+    Variant {
+        id: "rawthread_64k",
+        label: "rawthread, 64 KiB stack",
+        group: Group::Thread,
+        note: "Builder::new().stack_size(64 << 10)",
+        run: rawthread_64k,
+    },
+    Variant {
+        id: "kernel_floor",
+        label: "kernel floor (bare clone)",
+        group: Group::Thread,
+        note: "rawthread::KernelFloor: one clone with thread flags on a reused stack, no TLS, no thread block, \
+               rawthread's join (spin, then futex): what the kernel alone charges for a thread",
+        run: kernel_floor,
+    },
+    Variant {
+        id: "std_thread",
+        label: "std::thread::spawn + join",
+        group: Group::Thread,
+        note: "pthread_create underneath, 2 MiB stack, plus std's own bookkeeping",
+        run: std_thread,
+    },
+    Variant {
+        id: "pthread",
+        label: "pthread_create + pthread_join",
+        group: Group::Thread,
+        note: "libc, default attributes: the stack is RLIMIT_STACK-sized, from glibc's stack cache",
+        run: pthread,
+    },
+    Variant {
+        id: "fork",
+        label: "fork + waitpid",
+        group: Group::Process,
+        note: "glibc fork(): atfork handlers and libc locks around clone; the child stamps and _exit(0)s",
+        run: fork,
+    },
+    Variant {
+        id: "vfork",
+        label: "vfork (clone CLONE_VM|CLONE_VFORK)",
+        group: Group::Process,
+        note: "libc::clone(CLONE_VM|CLONE_VFORK|SIGCHLD) on a pre-made stack, the kernel path of vfork() \
+               and of posix_spawn; vfork() itself cannot be called soundly from Rust (it returns twice \
+               on one shared stack)",
+        run: vfork,
+    },
+    Variant {
+        id: "clone_sigchld",
+        label: "clone(SIGCHLD) + waitpid",
+        group: Group::Process,
+        note: "the raw clone syscall as fork does it, without glibc's fork bookkeeping",
+        run: clone_sigchld,
+    },
+    Variant {
+        id: "clone3_pidfd",
+        label: "clone3 + CLONE_PIDFD, pidfd wait",
+        group: Group::Process,
+        note: "rawthread::process::spawn(..) then Child::wait(): waitid(P_PIDFD)",
+        run: clone3_pidfd,
+    },
+    Variant {
+        id: "posix_spawn",
+        label: "posix_spawn /bin/true + waitpid",
+        group: Group::Exec,
+        note: "includes exec and the whole run of /bin/true: reported apart; no child stamp, so no (b)",
+        run: posix_spawn,
+    },
+];
+
+/// Times one thread: `spawn` starts it (its body calls [`stamp`] first),
+/// `join` waits for it.
+fn time_thread<H>(spawn: impl FnOnce() -> H, join: impl FnOnce(H)) -> Sample {
+    THREAD_STAMP.store(0, Ordering::Relaxed);
+    let t0 = now_ns();
+    let handle = spawn();
+    let t1 = now_ns();
+    join(handle);
+    let t2 = now_ns();
+    Sample::new(t0, t1, t2, Some(THREAD_STAMP.load(Ordering::Acquire)))
+}
+
+/// The body of every thread variant.
+fn stamp() {
+    THREAD_STAMP.store(now_ns(), Ordering::Release);
+}
+
+pub(crate) fn rawthread_default(_: &mut Ctx) -> Sample {
+    time_thread(|| rawthread::spawn(stamp), |h| h.join().expect("rawthread child panicked"))
+}
+
+fn rawthread_64k(_: &mut Ctx) -> Sample {
+    time_thread(
+        || rawthread::Builder::new().stack_size(64 << 10).spawn(stamp).expect("rawthread spawn"),
+        |h| h.join().expect("rawthread child panicked"),
+    )
+}
+
+fn kernel_floor(ctx: &mut Ctx) -> Sample {
+    let floor = &mut ctx.floor;
+    time_thread(
+        || {
+            floor.spawn(&THREAD_STAMP).expect("kernel floor clone");
+            floor
+        },
+        |floor| floor.join(),
+    )
+}
+
+fn std_thread(_: &mut Ctx) -> Sample {
+    time_thread(|| std::thread::spawn(stamp), |h| h.join().expect("std child panicked"))
+}
+
+extern "C" fn pthread_child(_: *mut c_void) -> *mut c_void {
+    stamp();
+    ptr::null_mut()
+}
+
+fn pthread(_: &mut Ctx) -> Sample {
+    time_thread(
+        || {
+            let mut thread: libc::pthread_t = 0;
+            // SAFETY: default attributes (null); pthread_child is a valid
+            // start routine that touches only a static.
+            let rc = unsafe { libc::pthread_create(&mut thread, ptr::null(), pthread_child, ptr::null_mut()) };
+            assert_eq!(rc, 0, "pthread_create: {}", io::Error::from_raw_os_error(rc));
+            thread
+        },
+        |thread| {
+            // SAFETY: a joinable thread we created and join once.
+            let rc = unsafe { libc::pthread_join(thread, ptr::null_mut()) };
+            assert_eq!(rc, 0, "pthread_join: {}", io::Error::from_raw_os_error(rc));
+        },
+    )
+}
+
+/// The child side of every process variant: stamp and leave at once.
+/// `_exit`, not `exit`: no atexit handlers, no flushing of stdio buffers
+/// inherited from the parent.
+fn stamp_and_exit(stamp: &AtomicU64) -> ! {
+    stamp.store(now_ns(), Ordering::Release);
+    // SAFETY: ends this process only; it touches nothing it shares with
+    // the parent.
+    unsafe { libc::_exit(0) }
+}
+
+/// Reaps `pid` and checks that it exited with 0.
+fn reap(pid: libc::pid_t) {
+    let mut status = 0;
+    loop {
+        // SAFETY: waiting for a child of ours, into a valid int.
+        if unsafe { libc::waitpid(pid, &mut status, 0) } == pid {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        assert_eq!(e.kind(), io::ErrorKind::Interrupted, "waitpid({pid}): {e}");
+    }
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child {pid} failed: status {status:#x}");
+}
+
+/// Times one process made by `make`, which returns the child's pid in the
+/// parent and, for the fork-like makers that return twice, 0 in the child,
+/// which then stamps and leaves. `what` names the call in errors.
+fn time_process(ctx: &mut Ctx, what: &str, make: impl FnOnce(&AtomicU64) -> libc::pid_t) -> Sample {
+    let stamp = ctx.shared.stamp();
+    stamp.store(0, Ordering::Relaxed);
+    let t0 = now_ns();
+    let pid = make(stamp);
+    if pid == 0 {
+        stamp_and_exit(stamp);
+    }
+    let t1 = now_ns();
+    assert!(pid > 0, "{what}: {}", io::Error::last_os_error());
+    reap(pid);
+    let t2 = now_ns();
+    Sample::new(t0, t1, t2, Some(stamp.load(Ordering::Acquire)))
+}
+
+pub(crate) fn fork(ctx: &mut Ctx) -> Sample {
+    // SAFETY: the child runs on its own copy of our memory and does only
+    // async-signal-safe things (a clock read, an atomic store, _exit), as a
+    // child of a possibly multi-threaded process must.
+    time_process(ctx, "fork", |_| unsafe { libc::fork() })
+}
+
+/// The vfork child, on `Ctx::vfork_stack`, in our address space.
+extern "C" fn vfork_child(stamp: *mut c_void) -> c_int {
+    // SAFETY: the parent's shared stamp, alive while the parent is
+    // suspended waiting for us.
+    stamp_and_exit(unsafe { &*stamp.cast::<AtomicU64>() })
+}
+
+fn vfork(ctx: &mut Ctx) -> Sample {
+    let stack_top = ctx.vfork_stack.end();
+    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+    // SAFETY: the child runs on a stack of its own that nobody else uses,
+    // and CLONE_VFORK keeps us suspended until it has exited, so nothing it
+    // touches in our shared memory (the stamp, our TLS) is touched by us
+    // meanwhile. It returns to no frame of ours: it ends with _exit. (A
+    // signal handler would run in it on our TLS; posix_spawn blocks signals
+    // for that, and this benchmark installs no handler that could fire.)
+    time_process(ctx, "clone(CLONE_VM|CLONE_VFORK)", |stamp| unsafe {
+        libc::clone(vfork_child, stack_top, flags, ptr::from_ref(stamp).cast_mut().cast())
+    })
+}
+
+fn clone_sigchld(ctx: &mut Ctx) -> Sample {
+    // clone(flags, stack, parent_tid, child_tid, tls): all longs, as the
+    // variadic syscall() reads them.
+    let (flags, none): (libc::c_long, libc::c_long) = (libc::SIGCHLD.into(), 0);
+    // SAFETY: like fork: without CLONE_VM the child returns here on its own
+    // copy of our memory and stack (stack 0: the same stack pointer), then
+    // stamps and _exits. glibc's record of our tid is stale in the child,
+    // which never consults it.
+    time_process(ctx, "clone(SIGCHLD)", |_| unsafe {
+        libc::syscall(libc::SYS_clone, flags, none, none, none, none) as libc::pid_t
+    })
+}
+
+fn clone3_pidfd(ctx: &mut Ctx) -> Sample {
+    let stamp = ctx.shared.stamp();
+    stamp.store(0, Ordering::Relaxed);
+    let t0 = now_ns();
+    let mut child = rawthread::process::spawn(|| {
+        stamp.store(now_ns(), Ordering::Release);
+        0
+    })
+    .expect("rawthread::process::spawn");
+    let t1 = now_ns();
+    let status = child.wait().expect("Child::wait");
+    let t2 = now_ns();
+    assert!(status.success(), "clone3 child failed: {status}");
+    Sample::new(t0, t1, t2, Some(stamp.load(Ordering::Acquire)))
+}
+
+fn posix_spawn(_: &mut Ctx) -> Sample {
+    let argv = [c"true".as_ptr().cast_mut(), ptr::null_mut()];
+    let envp: [*mut c_char; 1] = [ptr::null_mut()];
+    let mut pid = 0;
+    let t0 = now_ns();
+    // SAFETY: NUL-terminated path, NULL-terminated argv and (empty) envp,
+    // default file actions and attributes.
+    let rc = unsafe {
+        libc::posix_spawn(&mut pid, c"/bin/true".as_ptr(), ptr::null(), ptr::null(), argv.as_ptr(), envp.as_ptr())
+    };
+    let t1 = now_ns();
+    assert_eq!(rc, 0, "posix_spawn /bin/true: {}", io::Error::from_raw_os_error(rc));
+    reap(pid);
+    let t2 = now_ns();
+    Sample::new(t0, t1, t2, None)
+}
+
+// ---------------------------------------------------------------------------
+// Part 1: latency, interleaved
+// ---------------------------------------------------------------------------
+
+/// Samples of every variant (index as in `VARIANTS`), in the order taken:
+/// sample `r * block + i` is the `i`th of round `r`.
+pub(crate) fn measure_latency(ctx: &mut Ctx, plan: &Plan, progress: &Progress) -> Vec<Vec<Sample>> {
+    let mut samples: Vec<Vec<Sample>> = VARIANTS.iter().map(|_| Vec::with_capacity(plan.rounds * plan.block)).collect();
+    for round in 0..plan.rounds {
+        progress.show(format_args!("latency: round {}/{}", round + 1, plan.rounds));
+        // Rotate who goes first: what a variant leaves behind (fork's
+        // write-protected pages, a cold cache) falls on a different
+        // successor each round.
+        for k in 0..VARIANTS.len() {
+            let i = (round + k) % VARIANTS.len();
+            for _ in 0..plan.block {
+                samples[i].push((VARIANTS[i].run)(ctx));
+            }
+        }
+    }
+    samples
+}
+
+/// The median of each round's block, for per-round ratios.
+pub(crate) fn block_medians(samples: &[Sample], block: usize) -> Vec<u64> {
+    samples.chunks(block).filter_map(|c| Stats::figure(c, Figure::RoundTrip)).map(|s| s.median).collect()
+}
