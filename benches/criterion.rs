@@ -1,4 +1,4 @@
-//! The conventional companion of `benches/spawn.rs`: spawn+join of
+//! The conventional companion of `benches/spawn/`: spawn+join of
 //! rawthread, `std::thread` and the kernel floor, measured by criterion,
 //! whose statistics (bootstrap confidence intervals, comparison with the
 //! last run saved under `target/criterion/`) complement the interleaved
