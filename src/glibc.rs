@@ -29,7 +29,7 @@ use std::io;
 use std::mem::ManuallyDrop;
 use std::ptr;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use memmap2::MmapOptions;
 
@@ -403,7 +403,7 @@ impl Glibc {
             return Err(io::Error::from_raw_os_error(libc::ENOMEM));
         }
         // Adopt the libc state of a thread whose region was unmapped.
-        let mut states = LIBC_STATES.lock().unwrap_or_else(|e| e.into_inner());
+        let mut states = libc_states();
         if let Some(start) = states.len().checked_sub(self.libc_state_len) {
             // SAFETY: the libc state lies inside this region's static TLS.
             unsafe { self.libc_state(tp).copy_from_slice(&states[start..]) };
@@ -574,6 +574,11 @@ impl Glibc {
 /// per thread that was alive at once, since every fresh region takes one.
 static LIBC_STATES: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
+/// [`LIBC_STATES`], locked (a panic while it was held leaves plain bytes).
+pub(crate) fn libc_states() -> MutexGuard<'static, Vec<u8>> {
+    LIBC_STATES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A region whose glibc thread block is initialised. Dropping it frees the
 /// DTV and dynamic TLS, keeps libc's state for a later thread, and unmaps
 /// the region: only do that once the thread is gone (its tid word reads 0)
@@ -635,7 +640,7 @@ impl Block {
         // SAFETY: as in init_block: zeroed TCB, static TLS ours alone.
         if unsafe { (glibc.allocate_tls)(tp as *mut c_void) }.is_null() {
             // Keep libc's state for a later thread, then unmap.
-            LIBC_STATES.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(kept);
+            libc_states().extend_from_slice(kept);
             drop(region);
             return Err(io::Error::from_raw_os_error(libc::ENOMEM));
         }
@@ -662,7 +667,7 @@ impl Block {
         if glibc.rseq_len != 0 {
             sys::rseq_unregister(glibc.rseq_area(tp) as *mut c_void, glibc.rseq_len);
         }
-        let mut states = LIBC_STATES.lock().unwrap_or_else(|e| e.into_inner());
+        let mut states = libc_states();
         // Allocate now, while this thread still owns its malloc cache.
         states.reserve(glibc.libc_state_len);
         // SAFETY: our own block; from here on only static TLS is used.
@@ -688,7 +693,7 @@ impl Drop for Block {
         // SAFETY: as above.
         let state = unsafe { self.glibc.libc_state(tp) };
         if state.iter().any(|&b| b != 0) {
-            LIBC_STATES.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(state);
+            libc_states().extend_from_slice(state);
         }
     }
 }

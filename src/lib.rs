@@ -32,6 +32,7 @@
 //! | `glibc` | the glibc thread block: TLS, TCB, and what glibc expects of a thread at start and exit |
 //! | `pool` | finished regions kept for reuse, within limits |
 //! | `overflow` | the SIGSEGV handler that reports a raw thread's stack overflow |
+//! | `fork` | rawthread's locks taken around `fork()`, so that a child can spawn |
 //! | `thread`, `scope` | the thread API and the life of a thread |
 //! | `process` | the process API: a closure in a new process, waited for |
 //! | `floor` | the kernel floor the benchmark compares against (not public API) |
@@ -130,6 +131,7 @@
 #![warn(missing_docs)]
 
 mod floor;
+mod fork;
 mod glibc;
 mod overflow;
 mod pool;

@@ -39,7 +39,7 @@ impl Default for PoolLimits {
     }
 }
 
-struct Pool {
+pub(crate) struct Pool {
     blocks: Vec<Block>,
     bytes: usize,
     limits: PoolLimits,
@@ -47,7 +47,8 @@ struct Pool {
 
 static POOL: Mutex<Pool> = Mutex::new(Pool { blocks: Vec::new(), bytes: 0, limits: PoolLimits::DEFAULT });
 
-fn pool() -> MutexGuard<'static, Pool> {
+/// The pool, locked.
+pub(crate) fn lock() -> MutexGuard<'static, Pool> {
     POOL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -58,7 +59,7 @@ fn finished(block: &Block) -> bool {
 /// Sets the pool's bounds, unmapping what no longer fits; returns the old
 /// ones.
 pub fn set_pool_limits(limits: PoolLimits) -> PoolLimits {
-    let mut pool = pool();
+    let mut pool = lock();
     let old = std::mem::replace(&mut pool.limits, limits);
     let excess = pool.trim();
     drop(pool);
@@ -68,7 +69,7 @@ pub fn set_pool_limits(limits: PoolLimits) -> PoolLimits {
 
 /// The pool's current bounds.
 pub fn pool_limits() -> PoolLimits {
-    pool().limits
+    lock().limits
 }
 
 impl Pool {
@@ -101,7 +102,7 @@ impl Pool {
 /// record, if the pool has one. Regions more than four times the stack are
 /// left for bigger requests.
 pub(crate) fn take(guard: usize, stack: usize, record: Layout) -> Option<Block> {
-    let mut pool = pool();
+    let mut pool = lock();
     let i = (0..pool.blocks.len())
         .filter(|&i| {
             let b = &pool.blocks[i];
@@ -114,7 +115,7 @@ pub(crate) fn take(guard: usize, stack: usize, record: Layout) -> Option<Block> 
 /// Gives back the region of a thread that has exited or is exiting; what
 /// exceeds the limits is unmapped once its thread is gone.
 pub(crate) fn put(block: Block) {
-    let mut pool = pool();
+    let mut pool = lock();
     pool.bytes += block.region().len();
     pool.blocks.push(block);
     let excess = pool.trim();
@@ -125,7 +126,7 @@ pub(crate) fn put(block: Block) {
 /// A detached thread offers its own region, while still running on it.
 /// Returns it if the pool has no room: the thread must unmap it itself.
 pub(crate) fn adopt(block: Block) -> Result<(), Block> {
-    let mut pool = pool();
+    let mut pool = lock();
     if pool.over(block.region().len(), 1) {
         return Err(block);
     }

@@ -19,7 +19,7 @@ use crate::glibc::{self, Block, Glibc};
 use crate::region::{Region, ThreadLayout, page_size};
 use crate::scope::ScopeData;
 use crate::sys;
-use crate::{overflow, pool};
+use crate::{fork, overflow, pool};
 
 /// Why 2 MiB: it is `std::thread`'s default, so swapping `std::thread` for
 /// rawthread changes no program's stack budget, and `RUST_MIN_STACK`
@@ -105,6 +105,7 @@ impl Builder {
     {
         let glibc = glibc::get()?;
         overflow::install();
+        fork::install();
         let name = kernel_name(self.name.as_deref())?;
         let stack = self.stack_size.unwrap_or_else(default_stack_size).max(MIN_STACK_SIZE);
         let guard = self.guard_size.unwrap_or_else(page_size);

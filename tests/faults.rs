@@ -90,6 +90,56 @@ fn fork_from_a_raw_thread() {
     assert!(run_child_ok("fork_from_a_raw_thread").contains("forked child: 1000 strings"));
 }
 
+/// `fork()` while other threads spawn and join without pause: whatever
+/// rawthread lock they held at that moment, the child can still spawn.
+#[test]
+fn fork_while_other_threads_spawn() {
+    if in_child("fork_while_other_threads_spawn") {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churners: Vec<_> = (0..2)
+            .map(|_| {
+                let stop = stop.clone();
+                rawthread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        rawthread::spawn(|| ()).join().unwrap();
+                        drop(rawthread::spawn(|| ()));
+                    }
+                })
+            })
+            .collect();
+        for i in 0..1000 {
+            // SAFETY: the child spawns and joins one raw thread and leaves
+            // with _exit; the parent waits for it.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                let ok = rawthread::spawn(|| 7).join().unwrap() == 7;
+                // SAFETY: ends the forked child.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            assert!(pid > 0);
+            // A child stuck on a lock never exits: give it a generous
+            // minute (not a timing assertion: a bound so a bug fails
+            // instead of hanging the suite), then kill it and fail.
+            let start = std::time::Instant::now();
+            let mut status = 0;
+            // SAFETY: polling our own child.
+            while unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == 0 {
+                if start.elapsed() > std::time::Duration::from_secs(60) {
+                    // SAFETY: our own stuck child.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    panic!("fork #{i}: the child could not spawn (stuck on a lock)");
+                }
+                std::thread::yield_now();
+            }
+            assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "fork #{i}: status {status:#x}");
+        }
+        stop.store(true, Ordering::Relaxed);
+        churners.into_iter().for_each(|c| c.join().unwrap());
+        return;
+    }
+    run_child_ok("fork_while_other_threads_spawn");
+}
+
 /// `std::process::Command` from raw threads: spawn, wait, capture output.
 #[test]
 fn command_from_raw_threads() {
