@@ -1226,3 +1226,49 @@ fn resolver_answers_as_on_the_spawner() {
         assert_eq!(there, here, "{host}");
     }
 }
+
+/// rayon on raw threads: a pool whose workers are rawthread threads (its
+/// `spawn_handler`), running a parallel sum and nested joins; and rayon's
+/// global pool used from inside a raw thread.
+#[test]
+fn rayon_runs_on_raw_threads() {
+    use rayon::prelude::*;
+    let worker_tids = Arc::new(Mutex::new(HashSet::new()));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(4)
+        .spawn_handler(|thread| {
+            rawthread::Builder::new().name("rayon-raw".into()).spawn(|| thread.run())?;
+            Ok(())
+        })
+        .build()
+        .unwrap();
+    let seen = worker_tids.clone();
+    let sum: u64 = pool.install(|| {
+        (0..100_000u64)
+            .into_par_iter()
+            .map(|x| {
+                seen.lock().unwrap().insert(gettid());
+                x * 2
+            })
+            .sum()
+    });
+    assert_eq!(sum, 100_000 * 99_999);
+    fn fib(n: u64) -> u64 {
+        if n < 2 {
+            return n;
+        }
+        let (a, b) = rayon::join(|| fib(n - 1), || fib(n - 2));
+        a + b
+    }
+    assert_eq!(pool.install(|| fib(20)), 6765);
+    // Every thread that ran a piece is one of the pool's raw workers
+    // (alive until the pool is dropped), named as the handler asked.
+    for tid in worker_tids.lock().unwrap().iter() {
+        let comm = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).unwrap();
+        assert_eq!(comm, "rayon-raw\n", "thread {tid}");
+    }
+    drop(pool);
+
+    let from_raw = rawthread::spawn(|| (1..=1000u64).into_par_iter().sum::<u64>()).join().unwrap();
+    assert_eq!(from_raw, 500_500);
+}
