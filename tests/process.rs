@@ -46,15 +46,16 @@ fn panic_and_signal_statuses() {
 
 #[test]
 fn new_session_and_process_group() {
-    // SAFETY (closures): getpid/getsid/getpgid have no preconditions.
     let mut child = process::Builder::new()
         .setsid(true)
+        // SAFETY: getpid/getsid/getpgid have no preconditions.
         .spawn(|| unsafe { i32::from(libc::getsid(0) == libc::getpid() && libc::getpgid(0) == libc::getpid()) })
         .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(1));
 
     let mut child = process::Builder::new()
         .process_group(0)
+        // SAFETY: getpgid/getpid have no preconditions.
         .spawn(|| unsafe { i32::from(libc::getpgid(0) == libc::getpid()) })
         .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(1));
