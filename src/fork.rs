@@ -1,15 +1,22 @@
 //! Fork safety. rawthread's two process-wide locks (the region pool and
-//! the libc states kept aside) are taken around `fork()`, as glibc takes
+//! the malloc states kept aside) are taken around `fork()`, as glibc takes
 //! its own (malloc's, the loader's): a child forked while another thread
 //! held one would otherwise find it locked forever, and block in its first
 //! spawn.
+//!
+//! Every thread registers the handlers (once per process) before it first
+//! takes either lock, so a fork that finds a lock taken also runs them.
+//! The registration itself is not a `Once`, which a fork could catch
+//! half-done: racing threads may both register, and the handlers then run
+//! twice per fork, the second time doing nothing.
 
 use std::cell::RefCell;
-use std::sync::{MutexGuard, Once};
+use std::sync::MutexGuard;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::{glibc, pool};
 
-type Held = (MutexGuard<'static, pool::Pool>, MutexGuard<'static, Vec<u8>>);
+type Held = (MutexGuard<'static, pool::Pool>, MutexGuard<'static, Vec<glibc::MallocState>>);
 
 thread_local! {
     /// The locks the forking thread holds from `prepare` to `release`.
@@ -19,8 +26,10 @@ thread_local! {
 /// Before fork, in the forking thread. Always in this order; no code path
 /// holds one of the two while taking the other.
 extern "C" fn prepare() {
-    let held = (pool::lock(), glibc::libc_states());
-    HELD.with_borrow_mut(|h| *h = Some(held));
+    if HELD.with_borrow(Option::is_none) {
+        let held = (pool::lock(), glibc::malloc_states());
+        HELD.with_borrow_mut(|h| *h = Some(held));
+    }
 }
 
 /// After fork, in the parent and in the child (whose only thread is the
@@ -31,10 +40,10 @@ extern "C" fn release() {
 
 /// Registers the handlers, once per process.
 pub(crate) fn install() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
+    static INSTALLED: AtomicBool = AtomicBool::new(false);
+    if !INSTALLED.load(Ordering::Relaxed) && !INSTALLED.swap(true, Ordering::Relaxed) {
         // SAFETY: plain extern "C" functions without arguments, valid for
         // the life of the process.
         unsafe { libc::pthread_atfork(Some(prepare), Some(release), Some(release)) };
-    });
+    }
 }

@@ -20,19 +20,23 @@
 //! glibc made, before the first raw thread exists. A missing symbol or a
 //! failed check is an error from the first spawn, never a crash.
 //!
-//! The steps and what breaks without each are measured in the design note
-//! `shared/design/glibc-compat.md`; the comments below say why each exists.
+//! A few facts only a thread glibc made shows (where `struct pthread` keeps
+//! the stack bounds and the `strerror` buffers, which words of libc's TLS
+//! are malloc's) are found once by [`probe`], in the one pthread rawthread
+//! makes, and checked there: malloc's state by handing it from one cache to
+//! another and back. The comments below say why each step exists.
 
 use std::alloc::Layout;
 use std::ffi::{CStr, c_void};
 use std::io;
 use std::mem::ManuallyDrop;
 use std::ptr;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::AtomicI32;
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use memmap2::MmapOptions;
 
+use crate::lazy::LazyBox;
 use crate::region::{BlockGeometry, Region, ThreadLayout};
 use crate::sys;
 
@@ -95,45 +99,72 @@ pub(crate) struct Glibc {
     rseq_len: u32,
     /// The `__resp` TLS slot's offset from tp.
     resp: isize,
-    /// libc's own `.tbss` (see [`LIBC_STATES`]): its distance below tp and
-    /// its length.
-    libc_state_below_tp: usize,
-    libc_state_len: usize,
+    /// libc's own TLS block (its `.tdata` and `.tbss`): its distance below
+    /// tp and its length.
+    libc_tls_below_tp: usize,
+    libc_tls_len: usize,
+    /// Whether `malloc` is glibc's own, not one that replaces it (an
+    /// `LD_PRELOAD`ed or linked-in allocator, valgrind's), whose per-thread
+    /// state is its own.
+    glibc_malloc: bool,
     allocate_tls: unsafe extern "C" fn(*mut c_void) -> *mut c_void,
     deallocate_tls: unsafe extern "C" fn(*mut c_void, bool),
     call_tls_dtors: unsafe extern "C" fn(),
     ctype_init: unsafe extern "C" fn(),
     res_iclose: unsafe extern "C" fn(*mut c_void, bool),
+    /// What [`probe`] found in a thread glibc made.
+    probed: Probed,
+}
+
+/// Where glibc keeps per-thread state that only a thread made by glibc
+/// shows, found by [`probe`].
+#[derive(Clone, Copy, Default)]
+struct Probed {
     /// Offset of `stackblock` in `struct pthread` (`stackblock_size`
-    /// follows it); 0 until [`probe_stackblock`] has run.
-    stackblock: AtomicUsize,
+    /// follows it).
+    stackblock: usize,
+    /// malloc's per-thread state (see [`MallocState`]): how far below tp
+    /// lie the words of libc's TLS that a thread's first malloc writes, and
+    /// their values in a thread that has not used malloc yet.
+    malloc_words: usize,
+    malloc_below_tp: [usize; MALLOC_WORDS_MAX],
+    malloc_fresh: MallocState,
+    /// Offsets in `struct pthread` of the buffers that `strerror` and
+    /// `strsignal` allocate for unknown numbers (its `tls_state`).
+    strerror_buf: usize,
+    strsignal_buf: usize,
 }
 
 // SAFETY: `keys` points at glibc's process-wide key table, which glibc itself
 // reads from every thread; everything else is plain data and fn pointers.
 unsafe impl Send for Glibc {}
-// SAFETY: as above; only the atomic `stackblock` changes after discovery.
+// SAFETY: as above; nothing changes after discovery.
 unsafe impl Sync for Glibc {}
 
-/// The discovered glibc, or why it could not be used. The first call
-/// discovers and checks glibc's private layout (an error there is final:
-/// this glibc lacks what rawthread needs); until one succeeds, calls also
-/// run [`probe_stackblock`], whose errors (EAGAIN at a thread limit) are the
-/// kernel's and may pass.
+/// The discovered glibc, or why it cannot be used. Until a call succeeds,
+/// each call discovers and checks glibc's private layout (an error there
+/// is `Unsupported`: this glibc lacks what rawthread needs, and will on
+/// every call) and runs [`probe`], whose errors (EAGAIN at a thread limit)
+/// are the kernel's and may pass. Threads racing here each probe, and
+/// the first to finish publishes (see [`crate::lazy`]).
 pub(crate) fn get() -> io::Result<&'static Glibc> {
-    static GLIBC: OnceLock<Result<Glibc, String>> = OnceLock::new();
-    let glibc = match GLIBC.get_or_init(discover) {
-        Ok(g) => g,
-        Err(why) => return Err(io::Error::new(io::ErrorKind::Unsupported, format!("rawthread: {why}"))),
-    };
-    if glibc.stackblock.load(Ordering::Acquire) == 0 {
-        static PROBE: Mutex<()> = Mutex::new(());
-        let _once = PROBE.lock().unwrap_or_else(|e| e.into_inner());
-        if glibc.stackblock.load(Ordering::Acquire) == 0 {
-            glibc.stackblock.store(probe_stackblock(glibc.tcb_size)?, Ordering::Release);
-        }
+    static GLIBC: LazyBox<Glibc> = LazyBox::new();
+    if let Some(glibc) = GLIBC.get() {
+        return Ok(glibc);
     }
-    Ok(glibc)
+    let mut glibc = discover().map_err(unsupported)?;
+    glibc.probed = probe(&glibc)?;
+    Ok(GLIBC.publish(glibc).0)
+}
+
+fn unsupported(why: String) -> io::Error {
+    // SAFETY: gnu_get_libc_version returns a static NUL-terminated string.
+    let version = unsafe { CStr::from_ptr(gnu_get_libc_version()) };
+    io::Error::new(io::ErrorKind::Unsupported, format!("rawthread: {why} (glibc {})", version.to_string_lossy()))
+}
+
+unsafe extern "C" {
+    fn gnu_get_libc_version() -> *const libc::c_char;
 }
 
 fn dlsym(name: &CStr) -> Result<*mut c_void, String> {
@@ -197,7 +228,7 @@ fn discover() -> Result<Glibc, String> {
     let (mut static_size, mut static_align) = (0, 0);
     // SAFETY: two valid out-pointers.
     unsafe { get_static(&mut static_size, &mut static_align) };
-    let (libc_state_below_tp, libc_state_len) = find_libc_state()?;
+    let (libc_tls_below_tp, libc_tls_len) = find_libc_tls()?;
 
     let g = Glibc {
         static_size,
@@ -216,8 +247,9 @@ fn discover() -> Result<Glibc, String> {
         },
         // dlsym of a TLS symbol answers with the calling thread's copy.
         resp: dlsym(c"__resp")? as isize - current_tp() as isize,
-        libc_state_below_tp,
-        libc_state_len,
+        libc_tls_below_tp,
+        libc_tls_len,
+        glibc_malloc: same_object(dlsym(c"malloc")?, dlsym(c"gnu_get_libc_version")?) && !sys::running_on_valgrind(),
         // SAFETY: see above.
         allocate_tls: unsafe { function(c"_dl_allocate_tls")? },
         // SAFETY: see above.
@@ -228,7 +260,7 @@ fn discover() -> Result<Glibc, String> {
         ctype_init: unsafe { function(c"__ctype_init")? },
         // SAFETY: see above; void __res_iclose(res_state, bool free_addr).
         res_iclose: unsafe { function(c"__res_iclose")? },
-        stackblock: AtomicUsize::new(0),
+        probed: Probed::default(),
     };
 
     // Check every assumption against the calling thread, which glibc made.
@@ -236,8 +268,10 @@ fn discover() -> Result<Glibc, String> {
     check(g.static_align.is_power_of_two() && g.static_size >= g.tcb_size, "static TLS info")?;
     check(g.tcb_size >= g.specific + KEY_L1 * size_of::<usize>(), "sizeof(struct pthread)")?;
     check(
-        libc_state_len <= LIBC_STATE_MAX && libc_state_below_tp <= static_size - g.tcb_size,
-        "libc's TLS block lies in static TLS",
+        libc_tls_len <= LIBC_TLS_MAX
+            && libc_tls_below_tp <= static_size - g.tcb_size
+            && libc_tls_below_tp % size_of::<usize>() == 0,
+        "libc's TLS block lies in static TLS, word-aligned",
     )?;
     // SAFETY: tp is the calling thread's live TCB, at least tcb_size bytes.
     unsafe {
@@ -269,17 +303,28 @@ fn discover() -> Result<Glibc, String> {
     Ok(g)
 }
 
-/// The largest libc `.tbss` we carry from thread to thread (128 bytes in
-/// glibc 2.36).
-const LIBC_STATE_MAX: usize = 512;
+/// Whether two symbols' addresses lie in the same loaded object.
+fn same_object(a: *mut c_void, b: *mut c_void) -> bool {
+    let base = |p| {
+        // SAFETY: dladdr only reads the loader's tables; zeroed is a valid
+        // Dl_info for it to fill.
+        let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        (unsafe { libc::dladdr(p, &mut info) } != 0).then_some(info.dli_fbase)
+    };
+    base(a).is_some_and(|a| Some(a) == base(b))
+}
+
+/// The largest libc TLS block [`probe`] compares word by word (208 bytes
+/// in glibc 2.36).
+const LIBC_TLS_MAX: usize = 1024;
 
 /// Finds libc's own TLS block as the module whose block holds `errno`, and
-/// returns its `.tbss` part (what follows the init image) as (distance
-/// below tp, length).
-fn find_libc_state() -> Result<(usize, usize), String> {
+/// returns it as (distance below tp, length).
+fn find_libc_tls() -> Result<(usize, usize), String> {
     struct Search {
         errno: usize,
-        tbss: Option<(usize, usize)>,
+        block: Option<(usize, usize)>,
     }
     unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _: usize, search: *mut c_void) -> libc::c_int {
         // SAFETY: dl_iterate_phdr passes a valid info and our own pointer.
@@ -292,56 +337,130 @@ fn find_libc_state() -> Result<(usize, usize), String> {
         for ph in phdrs.iter().filter(|ph| ph.p_type == libc::PT_TLS) {
             let block = info.dlpi_tls_data as usize;
             if (block..block + ph.p_memsz as usize).contains(&search.errno) {
-                search.tbss = Some((block + ph.p_filesz as usize, (ph.p_memsz - ph.p_filesz) as usize));
+                search.block = Some((block, ph.p_memsz as usize));
                 return 1;
             }
         }
         0
     }
     // SAFETY: __errno_location has no preconditions.
-    let mut search = Search { errno: unsafe { libc::__errno_location() } as usize, tbss: None };
+    let mut search = Search { errno: unsafe { libc::__errno_location() } as usize, block: None };
     // SAFETY: `each` only reads what the loader hands it and writes `search`.
     unsafe { libc::dl_iterate_phdr(Some(each), (&raw mut search).cast()) };
-    let (start, len) = search.tbss.ok_or("libc's TLS block (the one holding errno) not found")?;
+    let (start, len) = search.block.ok_or("libc's TLS block (the one holding errno) not found")?;
     Ok((current_tp().checked_sub(start).ok_or("libc's TLS block is not below the thread pointer")?, len))
 }
 
-/// Finds where `struct pthread` keeps `stackblock` and `stackblock_size`,
-/// which no exported descriptor gives: starts one pthread on a stack of
-/// ours and looks for that stack's address and size in its TCB. glibc reads
-/// these two words in every thread: `alloca` limits (a quarter of the
-/// stack, at most 64 KiB; with 0 there, 64 KiB on any stack, and small
-/// stacks overflow inside `printf`) and `pthread_getattr_np`.
+/// The one pthread rawthread ever makes, at the first spawn: it finds, in a
+/// thread glibc made, what no exported descriptor gives.
+///
+/// * Where `struct pthread` keeps `stackblock` and `stackblock_size`: the
+///   pthread runs on a stack of ours, and we look for that stack's address
+///   and size in its TCB. glibc reads these two words in every thread:
+///   `alloca` limits (a quarter of the stack, at most 64 KiB; with 0 there,
+///   64 KiB on any stack, and small stacks overflow inside `printf`) and
+///   `pthread_getattr_np`.
+/// * malloc's per-thread state ([`find_malloc_state`]), and a check that
+///   handing it to another thread hands on its cache ([`check_malloc_state`]).
+/// * Where `struct pthread` keeps the buffers that `strerror` and
+///   `strsignal` allocate for unknown numbers, which glibc frees at a
+///   thread's exit: the words of the TCB holding the pointers they return.
 ///
 /// The same pthread puts glibc in multi-threaded mode the only way that
 /// sets *all* of its state (`__libc_single_threaded`, its SIGCANCEL and
 /// SIGSETXID handlers, stdio locks, `multiple_threads` in this thread).
 /// Writing the public flag by hand would make malloc lock, but would leave
 /// a later real `pthread_create` skipping the handler set-up, and the next
-/// `setuid()` kills the process with signal 33. This is rawthread's one
-/// and only `pthread_create`.
-fn probe_stackblock(tcb_size: usize) -> io::Result<usize> {
+/// `setuid()` kills the process with signal 33.
+fn probe(glibc: &Glibc) -> io::Result<Probed> {
     const SIZE: usize = 256 << 10;
-    extern "C" fn report_self(tp: *mut c_void) -> *mut c_void {
-        // SAFETY: the creator's usize, alive until it has joined us.
-        unsafe { *tp.cast::<usize>() = current_tp() };
+    /// What the pthread found: its tp, the offsets, the chunks it freed.
+    type Report = (usize, Result<Probed, &'static str>, Freed);
+    struct Probe<'a> {
+        glibc: &'a Glibc,
+        /// The report, once made; then whether the creator has checked
+        /// its malloc state (until then the pthread waits, keeping that
+        /// state alive and unused).
+        stage: Mutex<(Option<Report>, bool)>,
+        turn: Condvar,
+    }
+    impl Probe<'_> {
+        fn lock(&self) -> MutexGuard<'_, (Option<Report>, bool)> {
+            self.stage.lock().unwrap_or_else(|e| e.into_inner())
+        }
+        fn wait<'a>(&self, stage: MutexGuard<'a, (Option<Report>, bool)>) -> MutexGuard<'a, (Option<Report>, bool)> {
+            self.turn.wait(stage).unwrap_or_else(|e| e.into_inner())
+        }
+    }
+    extern "C" fn run(probe: *mut c_void) -> *mut c_void {
+        // SAFETY: the creator's `Probe`, alive until it has joined us.
+        let probe = unsafe { &*probe.cast::<Probe>() };
+        let tp = current_tp();
+        let (found, freed) = match find_malloc_state(probe.glibc, tp) {
+            Ok((found, freed)) => (Ok(found), freed),
+            Err(e) => (Err(e), Freed::default()),
+        };
+        let mut stage = probe.lock();
+        stage.0 = Some((tp, found, freed));
+        probe.turn.notify_all();
+        while !stage.1 {
+            stage = probe.wait(stage);
+        }
+        // Only now may this thread allocate again: the chunks it freed
+        // had to stay where they were for the check.
+        let Some((_, found, _)) = &mut stage.0 else { return ptr::null_mut() };
+        *found = found.and_then(|mut found| {
+            // SAFETY: strerror and strsignal have no preconditions; the
+            // strings stay ours until this thread calls them again.
+            let (strerror, strsignal) = unsafe { (libc::strerror(1000), libc::strsignal(200)) };
+            let tcb = (tp..tp + probe.glibc.tcb_size).step_by(size_of::<usize>());
+            let holding = |p: *mut libc::c_char| {
+                // SAFETY: reading this thread's own TCB.
+                tcb.clone().filter(move |&w| unsafe { *(w as *const usize) } == p as usize)
+            };
+            let once = |p| {
+                let mut words = holding(p);
+                match (words.next(), words.next()) {
+                    (Some(w), None) => Ok(w - tp),
+                    _ => Err("struct pthread tls_state"),
+                }
+            };
+            found.strerror_buf = once(strerror)?;
+            found.strsignal_buf = once(strsignal)?;
+            Ok(found)
+        });
         ptr::null_mut()
     }
     let mut stack = MmapOptions::new().len(SIZE).stack().map_anon()?;
     let base = stack.as_mut_ptr() as usize;
-    let mut tp = 0usize;
+    let probe = Probe { glibc, stage: Mutex::new((None, false)), turn: Condvar::new() };
+    let mut report = (0, Err("the probe did not run"), Freed::default());
     // SAFETY: a stack of ours that outlives the thread (joined below),
     // attributes initialised and destroyed here, and a start routine that
-    // writes only `tp`.
+    // uses only `probe`.
     let err = unsafe {
         let mut attr: libc::pthread_attr_t = std::mem::zeroed();
         libc::pthread_attr_init(&mut attr);
         let mut err = libc::pthread_attr_setstack(&mut attr, base as *mut c_void, SIZE);
         if err == 0 {
             let mut thread: libc::pthread_t = 0;
-            err = libc::pthread_create(&mut thread, &attr, report_self, (&raw mut tp).cast());
+            err = libc::pthread_create(&mut thread, &attr, run, (&raw const probe).cast_mut().cast());
             if err == 0 {
+                let mut stage = probe.lock();
+                while stage.0.is_none() {
+                    stage = probe.wait(stage);
+                }
+                if let Some((tp, found, freed)) = &mut stage.0
+                    && let Ok(malloc) = *found
+                    && !check_malloc_state(&malloc, *tp, *freed)
+                {
+                    *found = Err("handing on malloc's per-thread state does not hand on its cache");
+                }
+                stage.1 = true;
+                probe.turn.notify_all();
+                drop(stage);
                 libc::pthread_join(thread, ptr::null_mut());
+                report = probe.lock().0.take().unwrap_or(report);
             }
         }
         libc::pthread_attr_destroy(&mut attr);
@@ -350,17 +469,143 @@ fn probe_stackblock(tcb_size: usize) -> io::Result<usize> {
     if err != 0 {
         return Err(io::Error::from_raw_os_error(err));
     }
+    let fail = |what: &str| unsupported(format!("glibc layout check failed: {what}"));
+    let (tp, found, _) = report;
+    let mut found = found.map_err(fail)?;
     // On a stack it is given, glibc puts the TCB at the top and records
     // the whole stack: {stackblock, stackblock_size} = {base, SIZE}.
-    let found = (base..base + SIZE).contains(&tp).then(|| {
-        (0..tcb_size.saturating_sub(16)).step_by(8).find(|&off| {
-            // SAFETY: within the dead thread's TCB, inside our mapping.
-            unsafe { *at::<usize>(tp, off) == base && *at::<usize>(tp, off + 8) == SIZE }
+    found.stackblock = (base..base + SIZE)
+        .contains(&tp)
+        .then(|| {
+            (0..glibc.tcb_size.saturating_sub(16)).step_by(8).find(|&off| {
+                // SAFETY: within the dead thread's TCB, inside our mapping.
+                unsafe { *at::<usize>(tp, off) == base && *at::<usize>(tp, off + 8) == SIZE }
+            })
         })
-    });
-    found.flatten().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::Unsupported, "rawthread: glibc layout check failed: struct pthread stackblock")
-    })
+        .flatten()
+        .ok_or_else(|| fail("struct pthread stackblock"))?;
+    Ok(found)
+}
+
+/// The sizes [`find_malloc_state`] frees and [`check_malloc_state`] asks
+/// for: one that every glibc since 2.26 keeps in the thread's cache, and
+/// one that by default goes back to the thread's arena instead.
+const PROBE_CHUNKS: [usize; 2] = [200, 4096];
+
+/// Finds malloc's per-thread state in the calling thread, which glibc made
+/// and which has not used malloc yet; returns it and the addresses of the
+/// chunks the thread freed into it.
+///
+/// malloc keeps a thread's cache (the tcache) and its arena in libc's TLS,
+/// in variables glibc does not export and has moved between versions (2.42
+/// moved the tcache pointer from `.tbss` to `.tdata`). Their words are the
+/// words of libc's TLS block that the thread's first malloc and free
+/// change: nothing else runs in between.
+///
+/// A malloc that replaces glibc's keeps its own per-thread state, which
+/// glibc does not free at a thread's exit either (allocators free theirs
+/// in pthread-key destructors, which raw threads run): nothing to find.
+fn find_malloc_state(glibc: &Glibc, tp: usize) -> Result<(Probed, Freed), &'static str> {
+    const WORDS: usize = LIBC_TLS_MAX / size_of::<usize>();
+    if !glibc.glibc_malloc {
+        return Ok(Default::default());
+    }
+    let block = (tp - glibc.libc_tls_below_tp) as *const usize;
+    let words = glibc.libc_tls_len / size_of::<usize>();
+    let snapshot = || {
+        let mut s = [0usize; WORDS];
+        // SAFETY: this thread's own libc TLS block, `words` long (checked
+        // against LIBC_TLS_MAX at discovery).
+        unsafe { ptr::copy_nonoverlapping(block, s.as_mut_ptr(), words) };
+        s
+    };
+    let fresh = snapshot();
+    // SAFETY: malloc and free; the addresses are only compared from here on.
+    let freed = unsafe {
+        let chunks = PROBE_CHUNKS.map(|size| libc::malloc(size));
+        chunks.map(|p| {
+            libc::free(p);
+            p as usize
+        })
+    };
+    let used = snapshot();
+    let mut found = Probed::default();
+    for i in (0..words).filter(|&i| fresh[i] != used[i]) {
+        if found.malloc_words == MALLOC_WORDS_MAX {
+            return Err("malloc's per-thread state is larger than expected");
+        }
+        found.malloc_below_tp[found.malloc_words] = glibc.libc_tls_below_tp - i * size_of::<usize>();
+        found.malloc_fresh.0[found.malloc_words] = fresh[i];
+        found.malloc_words += 1;
+    }
+    if found.malloc_words == 0 {
+        return Err("malloc's per-thread state is not in libc's TLS");
+    }
+    Ok((found, freed))
+}
+
+/// The chunks [`find_malloc_state`] freed, by size.
+type Freed = [usize; PROBE_CHUNKS.len()];
+
+/// Shows, in the calling thread, that the malloc state `found` in another
+/// (waiting) thread at `tp` carries that thread's cache and arena: with
+/// those words in place of its own, this thread's mallocs of the sizes the
+/// other freed get the very chunks it freed, the small one from its cache,
+/// the large one from its arena. Had a chunk stayed in state the words do
+/// not cover, this thread would get a chunk of its own instead. (Where
+/// glibc caches nothing per thread, both went back to the arena, and come
+/// back from there.)
+fn check_malloc_state(found: &Probed, tp: usize, freed: Freed) -> bool {
+    if found.malloc_words == 0 {
+        return true;
+    }
+    let me = current_tp();
+    // SAFETY: the other thread waits and uses no malloc state meanwhile;
+    // ours is swapped out and back around mallocs and frees of our own,
+    // with nothing in between that could allocate.
+    unsafe {
+        let mine = found.read_malloc(me);
+        found.write_malloc(me, &found.read_malloc(tp));
+        let got = PROBE_CHUNKS.map(|size| libc::malloc(size));
+        got.iter().for_each(|&p| libc::free(p));
+        found.write_malloc(me, &mine);
+        got.map(|p| p as usize) == freed
+    }
+}
+
+/// The most words malloc's per-thread state may take (2: the tcache and
+/// the arena, in glibc 2.35 to 2.43).
+const MALLOC_WORDS_MAX: usize = 4;
+
+/// A thread's malloc state (see [`Probed::malloc_words`]): its tcache, with
+/// the chunks cached there, and its arena binding. glibc frees the cache
+/// and unbinds the arena only in its private thread clean-up
+/// (`__libc_thread_freeres`), so rawthread hands the state on to the next
+/// thread instead of leaking it with every thread: kept in place when a
+/// region is reused, kept in [`MALLOC_STATES`] when one is unmapped.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct MallocState([usize; MALLOC_WORDS_MAX]);
+
+impl Probed {
+    /// # Safety
+    /// `tp` is a thread block no running thread uses, or the caller's own.
+    unsafe fn read_malloc(&self, tp: usize) -> MallocState {
+        let mut state = MallocState::default();
+        for (value, &below) in state.0.iter_mut().zip(&self.malloc_below_tp[..self.malloc_words]) {
+            // SAFETY: per the contract; the words are inside libc's TLS.
+            *value = unsafe { *((tp - below) as *const usize) };
+        }
+        state
+    }
+
+    /// # Safety
+    /// As [`Probed::read_malloc`].
+    unsafe fn write_malloc(&self, tp: usize, state: &MallocState) {
+        for (&value, &below) in state.0.iter().zip(&self.malloc_below_tp[..self.malloc_words]) {
+            // SAFETY: as in read_malloc.
+            unsafe { *((tp - below) as *mut usize) = value };
+        }
+    }
 }
 
 impl Glibc {
@@ -402,32 +647,14 @@ impl Glibc {
         if unsafe { (self.allocate_tls)(tp as *mut c_void) }.is_null() {
             return Err(io::Error::from_raw_os_error(libc::ENOMEM));
         }
-        // Adopt the libc state of a thread whose region was unmapped.
-        let mut states = libc_states();
-        if let Some(start) = states.len().checked_sub(self.libc_state_len) {
-            // SAFETY: the libc state lies inside this region's static TLS.
-            unsafe { self.libc_state(tp).copy_from_slice(&states[start..]) };
-            states.truncate(start);
+        // Adopt the malloc state of a thread whose region was unmapped.
+        if let Some(state) = malloc_states().pop() {
+            // SAFETY: the words lie inside this region's static TLS.
+            unsafe { self.probed.write_malloc(tp, &state) };
         }
-        drop(states);
         // SAFETY: the block is ours alone until clone.
         unsafe { self.write_header(&region) };
         Ok(Block { region, glibc: self })
-    }
-
-    /// libc's `.tbss` in the block at `tp`: its malloc tcache, arena binding
-    /// and other per-thread heap state, which glibc frees only in its private
-    /// thread clean-up (`__libc_thread_freeres`). Instead of leaking it with
-    /// every thread, rawthread hands it on to the next thread: kept in place
-    /// when a region is reused, kept in [`LIBC_STATES`] when one is unmapped.
-    ///
-    /// # Safety
-    /// `tp` must be a thread block that no running thread uses, or the
-    /// caller's own.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn libc_state(&self, tp: usize) -> &mut [u8] {
-        // SAFETY: per the contract; the range was checked at discovery.
-        unsafe { std::slice::from_raw_parts_mut((tp - self.libc_state_below_tp) as *mut u8, self.libc_state_len) }
     }
 
     /// The TCB header and the fields glibc reads from a running thread.
@@ -469,7 +696,7 @@ impl Glibc {
             *((tp as isize + self.resp) as usize as *mut usize) = self.res_state(tp);
             // The usable stack, for glibc's alloca limit and
             // pthread_getattr_np (which reports [stackblock, +size)).
-            let stackblock = self.stackblock.load(Ordering::Relaxed);
+            let stackblock = self.probed.stackblock;
             *at::<usize>(tp, stackblock) = region.stack_low();
             *at::<usize>(tp, stackblock + 8) = region.stack_top() - region.stack_low();
         }
@@ -492,9 +719,6 @@ impl Glibc {
         // out null: isalpha() and friends would fault.
         // SAFETY: plain glibc initialiser for the calling thread.
         unsafe { (self.ctype_init)() };
-        // errno lives in libc's .tbss, which may come from an earlier thread.
-        // SAFETY: this thread's own errno.
-        unsafe { *libc::__errno_location() = 0 };
     }
 
     /// Last steps in the thread, after its closure: what glibc's
@@ -517,6 +741,18 @@ impl Glibc {
             // SAFETY: as above; `true`: free the addresses too.
             unsafe { (self.res_iclose)(res as *mut c_void, true) };
         }
+        // The rest of what glibc's thread clean-up frees, but malloc's
+        // state, which is handed on: the buffers strerror and strsignal
+        // made for unknown numbers, freed as glibc frees them ...
+        for buf in [self.probed.strerror_buf, self.probed.strsignal_buf] {
+            // SAFETY: our own TCB; the word holds null or a malloc'd string
+            // nobody may use after the thread.
+            unsafe { libc::free(std::mem::replace(&mut *at::<*mut c_void>(tp, buf), ptr::null_mut())) };
+        }
+        // ... and the last dlerror() message: a message not yet read is
+        // marked read by the first call and freed by the next.
+        // SAFETY: dlerror has no preconditions.
+        while !unsafe { libc::dlerror() }.is_null() {}
     }
 
     /// pthread-key destructors, as glibc's `__nptl_deallocate_tsd` runs
@@ -569,18 +805,18 @@ impl Glibc {
     }
 }
 
-/// libc states (see [`Glibc::libc_state`]) of threads whose regions were
-/// unmapped, end to end, for the next fresh regions. It holds at most one
-/// per thread that was alive at once, since every fresh region takes one.
-static LIBC_STATES: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+/// Malloc states (see [`MallocState`]) of threads whose regions were
+/// unmapped, for the next fresh regions. It holds at most one per thread
+/// that was alive at once, since every fresh region takes one.
+static MALLOC_STATES: Mutex<Vec<MallocState>> = Mutex::new(Vec::new());
 
-/// [`LIBC_STATES`], locked (a panic while it was held leaves plain bytes).
-pub(crate) fn libc_states() -> MutexGuard<'static, Vec<u8>> {
-    LIBC_STATES.lock().unwrap_or_else(|e| e.into_inner())
+/// [`MALLOC_STATES`], locked (a panic while it was held leaves plain words).
+pub(crate) fn malloc_states() -> MutexGuard<'static, Vec<MallocState>> {
+    MALLOC_STATES.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A region whose glibc thread block is initialised. Dropping it frees the
-/// DTV and dynamic TLS, keeps libc's state for a later thread, and unmaps
+/// DTV and dynamic TLS, keeps its malloc state for a later thread, and unmaps
 /// the region: only do that once the thread is gone (its tid word reads 0)
 /// or was never started.
 pub(crate) struct Block {
@@ -617,45 +853,44 @@ impl Block {
 
     /// Makes the block of a finished thread new for the next one, placing
     /// its record for `record` (the caller checked that it fits): fresh TLS
-    /// for every module, a zeroed TCB, libc's state kept in place. On error
-    /// the region is unmapped.
+    /// for every module, a zeroed TCB, the malloc state kept in place. On
+    /// error the region is unmapped.
     pub(crate) fn renew(self, stack: usize, record: Layout) -> io::Result<Block> {
         let this = ManuallyDrop::new(self);
         let glibc = this.glibc;
         let tp = this.region.tp();
-        let mut kept = [0u8; LIBC_STATE_MAX];
-        let kept = &mut kept[..glibc.libc_state_len];
         // SAFETY: the thread that used this block has exited (tid word 0);
         // its DTV and dynamic TLS are freed as glibc frees a cached stack's.
-        unsafe {
-            kept.copy_from_slice(glibc.libc_state(tp));
+        let kept = unsafe {
+            let kept = glibc.probed.read_malloc(tp);
             (glibc.deallocate_tls)(tp as *mut c_void, false);
             ptr::write_bytes(tp as *mut u8, 0, glibc.tcb_size);
             ptr::write_bytes(glibc.res_state(tp) as *mut u8, 0, RES_STATE_SIZE);
-        }
+            kept
+        };
         // SAFETY: moved out of a ManuallyDrop that is not used again.
         let mut region = unsafe { ptr::read(&this.region) };
         let fits = region.refit(stack, record);
         debug_assert!(fits, "the pool hands out only regions that fit");
         // SAFETY: as in init_block: zeroed TCB, static TLS ours alone.
         if unsafe { (glibc.allocate_tls)(tp as *mut c_void) }.is_null() {
-            // Keep libc's state for a later thread, then unmap.
-            libc_states().extend_from_slice(kept);
+            // Keep the malloc state for a later thread, then unmap.
+            malloc_states().push(kept);
             drop(region);
             return Err(io::Error::from_raw_os_error(libc::ENOMEM));
         }
         // SAFETY: the block is ours alone until clone.
         unsafe {
-            glibc.libc_state(tp).copy_from_slice(kept);
+            glibc.probed.write_malloc(tp, &kept);
             glibc.write_header(&region);
         }
         Ok(Block { region, glibc })
     }
 
     /// The last act of a detached thread that frees its own region: frees
-    /// its DTV, leaves its libc state for a later thread and unmaps the
-    /// region it runs on. After the libc state is handed over this thread
-    /// must not allocate: the next owner may already use that malloc cache.
+    /// its DTV, leaves its malloc state for a later thread and unmaps the
+    /// region it runs on. After the malloc state is handed over this thread
+    /// must not allocate: the next owner may already use that cache.
     ///
     /// # Safety
     /// The caller is the thread this block belongs to, with every
@@ -667,13 +902,13 @@ impl Block {
         if glibc.rseq_len != 0 {
             sys::rseq_unregister(glibc.rseq_area(tp) as *mut c_void, glibc.rseq_len);
         }
-        let mut states = libc_states();
+        let mut states = malloc_states();
         // Allocate now, while this thread still owns its malloc cache.
-        states.reserve(glibc.libc_state_len);
+        states.reserve(1);
         // SAFETY: our own block; from here on only static TLS is used.
         unsafe {
             (glibc.deallocate_tls)(tp as *mut c_void, false);
-            states.extend_from_slice(glibc.libc_state(tp));
+            states.push(glibc.probed.read_malloc(tp));
         }
         drop(states);
         // SAFETY: moved out of a ManuallyDrop that is not used again.
@@ -691,9 +926,67 @@ impl Drop for Block {
         // with every dynamic TLS block; `false`: the TCB is not malloc'd.
         unsafe { (self.glibc.deallocate_tls)(tp as *mut c_void, false) };
         // SAFETY: as above.
-        let state = unsafe { self.glibc.libc_state(tp) };
-        if state.iter().any(|&b| b != 0) {
-            libc_states().extend_from_slice(state);
+        let state = unsafe { self.glibc.probed.read_malloc(tp) };
+        if state != self.glibc.probed.malloc_fresh {
+            malloc_states().push(state);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs [`find_malloc_state`] in a new pthread (whose malloc state is
+    /// fresh), then, while it waits, [`check_malloc_state`] here on what it
+    /// found with `keep` applied to it.
+    fn check_in_pthread(keep: fn(&mut Probed)) -> bool {
+        type Found = (usize, Result<(Probed, Freed), &'static str>);
+        struct Shared {
+            glibc: Glibc,
+            found: Mutex<Option<Found>>,
+            checked: Mutex<bool>,
+        }
+        extern "C" fn run(shared: *mut c_void) -> *mut c_void {
+            // SAFETY: the test's `Shared`, alive until it joins us.
+            let shared = unsafe { &*shared.cast::<Shared>() };
+            *shared.found.lock().unwrap() = Some((current_tp(), find_malloc_state(&shared.glibc, current_tp())));
+            while !*shared.checked.lock().unwrap() {
+                std::hint::spin_loop();
+            }
+            ptr::null_mut()
+        }
+        let shared = Shared { glibc: discover().unwrap(), found: Mutex::new(None), checked: Mutex::new(false) };
+        let mut thread: libc::pthread_t = 0;
+        // SAFETY: default attributes; `shared` outlives the thread.
+        let err = unsafe { libc::pthread_create(&mut thread, ptr::null(), run, (&raw const shared).cast_mut().cast()) };
+        assert_eq!(err, 0);
+        let (tp, found) = loop {
+            if let Some(found) = shared.found.lock().unwrap().take() {
+                break found;
+            }
+        };
+        let (mut found, freed) = found.unwrap();
+        keep(&mut found);
+        let ok = check_malloc_state(&found, tp, freed);
+        *shared.checked.lock().unwrap() = true;
+        // SAFETY: our own thread, joined once.
+        unsafe { libc::pthread_join(thread, ptr::null_mut()) };
+        ok
+    }
+
+    /// The check passes on what was found, and fails on any part of it:
+    /// a hand-over missing one word would leave a cache behind.
+    #[test]
+    fn malloc_check_refuses_a_partial_state() {
+        assert!(check_in_pthread(|_| {}), "the state as found");
+        assert!(!check_in_pthread(|f| f.malloc_words -= 1), "all words but the last");
+        assert!(
+            !check_in_pthread(|f| {
+                f.malloc_below_tp.copy_within(1.., 0);
+                f.malloc_words -= 1;
+            }),
+            "all words but the first"
+        );
     }
 }

@@ -33,6 +33,7 @@
 //! | `pool` | finished regions kept for reuse, within limits |
 //! | `overflow` | the SIGSEGV handler that reports a raw thread's stack overflow |
 //! | `fork` | rawthread's locks taken around `fork()`, so that a child can spawn |
+//! | `lazy` | process-wide values computed on first use without ever waiting, so that `fork()` at any instant leaves a child that can spawn |
 //! | `thread`, `scope` | the thread API and the life of a thread |
 //! | `process` | the process API: a closure in a new process, waited for |
 //! | `floor` | the kernel floor the benchmark compares against (not public API) |
@@ -57,14 +58,17 @@
 //!    (guard `PROT_NONE`). glibc's loader fills the static TLS from every
 //!    module's image and allocates the DTV; the TCB header is written
 //!    (`tcb`, `self`, `multiple_threads`, the stack and pointer guards,
-//!    rseq, the resolver); libc's own per-thread state (malloc cache, arena)
+//!    rseq, the resolver); malloc's per-thread state (its cache and arena)
 //!    is the one the region's last thread left, or one kept from an
 //!    unmapped region, or new. The start record (closure, the creator's
 //!    signal mask, the name) goes above the stack. The first spawn in a
 //!    process also discovers glibc's private layout once, and starts the
 //!    one pthread rawthread ever makes: a probe that finds where glibc keeps
-//!    a thread's stack bounds, and puts glibc in multi-threaded mode its own
-//!    way.
+//!    a thread's stack bounds, its `strerror` buffers and malloc's state
+//!    (and checks that handing that state on hands on the cache), and puts
+//!    glibc in multi-threaded mode its own way. Nothing computed lazily is
+//!    ever waited for, so a `fork()` at any instant leaves a child that can
+//!    spawn.
 //! 2. **clone.** With every signal blocked, `clone3` (or `clone`, if the
 //!    kernel or a seccomp filter refuses `clone3`) starts the child with
 //!    `%fs` = `tp`; the kernel writes the child's tid into the TCB's `tid`
@@ -75,8 +79,10 @@
 //!    stack, initialises its locale, restores the creator's mask, and runs
 //!    the closure under `catch_unwind`. It stores the result in the record,
 //!    runs `thread_local!` destructors (`__call_tls_dtors`) and pthread-key
-//!    destructors, blocks all signals and ends with a raw `SYS_exit`: this
-//!    thread only, never the process.
+//!    destructors, frees what glibc's own thread exit frees (the resolver's
+//!    sockets, `strerror`/`strsignal` buffers, the `dlerror` message; not
+//!    malloc's state, which is handed on), blocks all signals and ends with
+//!    a raw `SYS_exit`: this thread only, never the process.
 //! 4. **Exit.** The kernel, done with the thread, writes 0 to the tid word
 //!    and futex-wakes it (`CLONE_CHILD_CLEARTID`). Only from then is the
 //!    region free: this, not the closure's return, is what `join` waits for.
@@ -85,7 +91,7 @@
 //!    shared) until it reads 0: the spin saves the sleep and wake-up, the
 //!    dearest part of joining a short-lived thread on a VM. It takes the
 //!    result and gives the region back to the pool, which unmaps what
-//!    exceeds its limits (freeing the DTV, keeping libc's state aside).
+//!    exceeds its limits (freeing the DTV, keeping malloc's state aside).
 //!
 //! **Detaching.** Dropping a `JoinHandle` first leaves the region's
 //! ownership in the record's header, then swaps the header's state from
@@ -94,7 +100,7 @@
 //! finds DONE gives the region to the pool itself (the pool reuses it only
 //! once the tid word is 0); a child that finds DETACHED drops its own
 //! result and, after its destructors, gives its region to the pool, or,
-//! when the pool is full, unregisters rseq, frees its DTV, hands on libc's
+//! when the pool is full, unregisters rseq, frees its DTV, hands on malloc's
 //! state and unmaps the region it runs on in assembly (`asm/x86_64.s`:
 //! signals blocked, `set_tid_address(NULL)` so the kernel's exit write
 //! cannot land in a reused mapping, `munmap`, `exit`).
@@ -116,14 +122,12 @@
 //! * `pthread_exit`, `pthread_cancel`, `pthread_join`, `pthread_detach`,
 //!   `pthread_getattr_np` and robust mutexes must not be used on a raw
 //!   thread. `std::thread::current()` works but reports no name.
-//! * glibc on x86_64 only (tested with 2.36); musl hides the state a
-//!   thread needs.
+//! * glibc 2.35 or later on x86_64 only (tested with 2.36, 2.41 and 2.43);
+//!   musl hides the state a thread needs.
 //! * Linked into an executable, as Rust links crates by default. In a
 //!   `cdylib`/`dylib`, Rust's thread-locals go through `__tls_get_addr`,
 //!   which the overflow handler and a detached thread's last steps (after
 //!   its DTV is freed) must not call.
-//! * libc's per-thread state is handed on to the next thread, not freed:
-//!   a new thread may find the previous one's `dlerror()` message.
 //! * `dlclose` waits only for glibc's own threads to leave the loader's
 //!   symbol lookups: do not unload a library while raw threads may still
 //!   be binding its symbols.
@@ -133,6 +137,7 @@
 mod floor;
 mod fork;
 mod glibc;
+mod lazy;
 mod overflow;
 mod pool;
 pub mod process;

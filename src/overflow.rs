@@ -9,7 +9,6 @@
 
 use std::cell::Cell;
 use std::ptr;
-use std::sync::Once;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// What the handler needs to know about the thread it runs on: plain data
@@ -30,35 +29,44 @@ thread_local! {
 /// whether it takes SA_SIGINFO arguments), for SIGSEGV and SIGBUS.
 static PREVIOUS: [(AtomicUsize, AtomicBool); 2] =
     [(AtomicUsize::new(0), AtomicBool::new(false)), (AtomicUsize::new(0), AtomicBool::new(false))];
-static INSTALL: Once = Once::new();
+/// Set once both handlers are in place; only saves later spawns the two
+/// `sigaction` calls.
+static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 fn slot(signal: libc::c_int) -> usize {
     usize::from(signal == libc::SIGBUS)
 }
 
-/// Installs the handler for SIGSEGV and SIGBUS once per process, keeping
-/// the previous ones to hand other faults to.
+/// Installs the handler for SIGSEGV and SIGBUS, keeping the previous ones
+/// to hand other faults to. Not a `Once` (see [`crate::lazy`]): threads
+/// racing here all read the same previous handler, not yet ours, and store
+/// the same values; one that finds ours installed leaves them be.
 pub(crate) fn install() {
-    INSTALL.call_once(|| {
-        for signal in [libc::SIGSEGV, libc::SIGBUS] {
-            // SAFETY: zeroed is a valid sigaction for both calls.
-            unsafe {
-                let mut action: libc::sigaction = std::mem::zeroed();
-                action.sa_sigaction = on_fault as *const () as usize;
-                // SA_ONSTACK: run on the alternate stack, since the thread's
-                // own stack is what ran out.
-                action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-                libc::sigemptyset(&mut action.sa_mask);
-                let mut previous: libc::sigaction = std::mem::zeroed();
-                // Stored before ours is installed, so it always finds them.
-                libc::sigaction(signal, ptr::null(), &mut previous);
-                let (handler, siginfo) = &PREVIOUS[slot(signal)];
-                handler.store(previous.sa_sigaction, Ordering::Relaxed);
-                siginfo.store(previous.sa_flags & libc::SA_SIGINFO != 0, Ordering::Relaxed);
-                libc::sigaction(signal, &action, ptr::null_mut());
+    if INSTALLED.load(Ordering::Relaxed) {
+        return;
+    }
+    for signal in [libc::SIGSEGV, libc::SIGBUS] {
+        // SAFETY: zeroed is a valid sigaction for both calls.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_fault as *const () as usize;
+            // SA_ONSTACK: run on the alternate stack, since the thread's
+            // own stack is what ran out.
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            libc::sigemptyset(&mut action.sa_mask);
+            let mut previous: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(signal, ptr::null(), &mut previous);
+            if previous.sa_sigaction == action.sa_sigaction {
+                continue;
             }
+            // Stored before ours is installed, so it always finds them.
+            let (handler, siginfo) = &PREVIOUS[slot(signal)];
+            handler.store(previous.sa_sigaction, Ordering::Relaxed);
+            siginfo.store(previous.sa_flags & libc::SA_SIGINFO != 0, Ordering::Relaxed);
+            libc::sigaction(signal, &action, ptr::null_mut());
         }
-    });
+    }
+    INSTALLED.store(true, Ordering::Relaxed);
 }
 
 /// In a new thread: registers its alternate signal stack and remembers its

@@ -15,6 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::glibc::Block;
+use crate::sys;
 
 /// Bounds on the regions kept for reuse. Set them with [`set_pool_limits`];
 /// `PoolLimits { regions: 0, bytes: 0 }` turns reuse off.
@@ -57,13 +58,22 @@ fn finished(block: &Block) -> bool {
 }
 
 /// Sets the pool's bounds, unmapping what no longer fits; returns the old
-/// ones.
+/// ones. Regions whose threads are still exiting (past their closure,
+/// running their `thread_local!` destructors) are waited for, so that when
+/// this returns every region beyond the new bounds is unmapped:
+/// `PoolLimits { regions: 0, bytes: 0 }` gives back all of them.
 pub fn set_pool_limits(limits: PoolLimits) -> PoolLimits {
     let mut pool = lock();
     let old = std::mem::replace(&mut pool.limits, limits);
-    let excess = pool.trim();
+    let mut excess = pool.trim();
+    while pool.over(0, 0) {
+        excess.push(pool.remove(0));
+    }
     drop(pool);
-    drop(excess);
+    for block in excess {
+        sys::wait_for_exit(block.tid_word());
+        drop(block);
+    }
     old
 }
 

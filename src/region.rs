@@ -30,9 +30,10 @@
 use std::alloc::Layout;
 use std::io;
 use std::ops::Range;
-use std::sync::OnceLock;
 
 use memmap2::{MmapMut, MmapOptions};
+
+use crate::lazy::LazyUsize;
 
 /// Where a thread's pieces lie in its region: addresses in this process,
 /// low to high, as in the diagram of [`crate`]'s documentation. For people
@@ -82,17 +83,17 @@ pub(crate) struct Region {
 }
 
 pub(crate) fn page_size() -> usize {
-    static PAGE: OnceLock<usize> = OnceLock::new();
+    static PAGE: LazyUsize = LazyUsize::new();
     // SAFETY: sysconf has no preconditions.
-    *PAGE.get_or_init(|| unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize)
+    PAGE.get(|| unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize)
 }
 
 /// The alternate signal stack: room for the kernel's signal frame (which
 /// `AT_MINSIGSTKSZ` sizes; it grows with AVX-512 and AMX state) and the
 /// handler, at least 16 KiB. Untouched pages cost only address space.
 pub(crate) fn altstack_size() -> usize {
-    static SIZE: OnceLock<usize> = OnceLock::new();
-    *SIZE.get_or_init(|| {
+    static SIZE: LazyUsize = LazyUsize::new();
+    SIZE.get(|| {
         // SAFETY: getauxval has no preconditions (0 when the entry is absent).
         let min = unsafe { libc::getauxval(libc::AT_MINSIGSTKSZ) } as usize;
         round_up((4 * min).max(16 << 10), page_size()).unwrap_or(16 << 10)

@@ -4,10 +4,11 @@
 //! [`io::Error`].
 
 use std::io;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 
 use libc::{c_long, c_void, pid_t};
+
+use crate::lazy::LazyUsize;
 
 std::arch::global_asm!(include_str!("../asm/x86_64.s"));
 
@@ -35,6 +36,17 @@ unsafe extern "C" {
     /// Blocks all signals, clears the kernel's tid pointer, unmaps
     /// `[base, base + len)` and exits the thread, touching no memory.
     fn rawthread_unmap_and_exit(base: usize, len: usize) -> !;
+
+    /// Non-zero under valgrind (its client request, which a real CPU runs
+    /// as a no-op).
+    fn rawthread_running_on_valgrind() -> u64;
+}
+
+/// Whether this process runs under valgrind, which replaces glibc's malloc
+/// by its own.
+pub(crate) fn running_on_valgrind() -> bool {
+    // SAFETY: touches only its own stack frame and registers.
+    unsafe { rawthread_running_on_valgrind() != 0 }
 }
 
 /// The flags of every rawthread thread, by name: the set glibc's
@@ -224,8 +236,8 @@ const SPIN_BEFORE_SLEEP_NS: u64 = 10_000;
 /// Whether a joiner may spin: not when this process can use a single CPU,
 /// where the thread it waits for could not run meanwhile.
 fn spinning_pays() -> bool {
-    static MANY_CPUS: OnceLock<bool> = OnceLock::new();
-    *MANY_CPUS.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
+    static CPUS: LazyUsize = LazyUsize::new();
+    CPUS.get(|| std::thread::available_parallelism().map_or(1, |n| n.get())) > 1
 }
 
 /// Waits until the kernel clears a thread's tid word at its exit

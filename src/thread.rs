@@ -11,11 +11,12 @@ use std::marker::PhantomData;
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::thread::Result;
 
 use crate::glibc::{self, Block, Glibc};
+use crate::lazy::LazyUsize;
 use crate::region::{Region, ThreadLayout, page_size};
 use crate::scope::ScopeData;
 use crate::sys;
@@ -34,9 +35,11 @@ const DEFAULT_STACK_SIZE: usize = 2 << 20;
 const MIN_STACK_SIZE: usize = libc::PTHREAD_STACK_MIN;
 
 fn default_stack_size() -> usize {
-    static SIZE: OnceLock<usize> = OnceLock::new();
-    *SIZE
-        .get_or_init(|| std::env::var("RUST_MIN_STACK").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_STACK_SIZE))
+    static SIZE: LazyUsize = LazyUsize::new();
+    SIZE.get(|| {
+        let size = std::env::var("RUST_MIN_STACK").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_STACK_SIZE);
+        size.max(MIN_STACK_SIZE)
+    })
 }
 
 /// Thread factory, as [`std::thread::Builder`], plus [`Builder::guard_size`].
@@ -103,9 +106,10 @@ impl Builder {
         F: FnOnce() -> T + Send,
         T: Send,
     {
+        // Before any of rawthread's locks is first taken (see fork.rs).
+        fork::install();
         let glibc = glibc::get()?;
         overflow::install();
-        fork::install();
         let name = kernel_name(self.name.as_deref())?;
         let stack = self.stack_size.unwrap_or_else(default_stack_size).max(MIN_STACK_SIZE);
         let guard = self.guard_size.unwrap_or_else(page_size);

@@ -664,7 +664,9 @@ fn no_mapping_or_tls_leak_over_many_threads() {
 
 /// glibc frees a thread's malloc cache in a clean-up it does not export;
 /// rawthread hands the cache on to the next thread instead. With reuse off
-/// every region is unmapped, so the hand-over goes through the stash.
+/// every region is unmapped, so the hand-over goes through the stash. The
+/// same holds, and the first spawn's check of the hand-over passes, with
+/// malloc tuned to keep no per-thread cache or to use one arena.
 #[test]
 fn allocating_threads_do_not_leak_malloc_memory() {
     if in_child("allocating_threads_do_not_leak_malloc_memory") {
@@ -688,7 +690,130 @@ fn allocating_threads_do_not_leak_malloc_memory() {
         assert!(heap_after <= heap + 64 * 1024, "malloc in use grew from {heap} to {heap_after}");
         return;
     }
-    for pool in ["on", "off"] {
-        assert_child_passed(&run_child("allocating_threads_do_not_leak_malloc_memory", &[("POOL", pool)]));
+    for (pool, tunables) in [
+        ("on", ""),
+        ("off", ""),
+        ("on", "glibc.malloc.arena_max=1"),
+        ("on", "glibc.malloc.tcache_count=0"),
+        ("off", "glibc.malloc.tcache_count=0:glibc.malloc.arena_max=1"),
+    ] {
+        let out =
+            run_child("allocating_threads_do_not_leak_malloc_memory", &[("POOL", pool), ("GLIBC_TUNABLES", tunables)]);
+        assert_child_passed(&out);
     }
+}
+
+/// What else glibc frees when one of its threads exits: the buffers that
+/// `strerror` and `strsignal` allocate for unknown numbers, and the last
+/// `dlerror()` message. Raw threads free them too (10,000 threads, pool on
+/// and off), and no thread finds the message its region's last thread left.
+#[test]
+fn glibc_per_thread_buffers_do_not_leak() {
+    if in_child("glibc_per_thread_buffers_do_not_leak") {
+        if std::env::var("POOL").as_deref() == Ok("off") {
+            rawthread::set_pool_limits(rawthread::PoolLimits { regions: 0, bytes: 0 });
+        }
+        warm_up_malloc_arenas();
+        let heap = malloc_in_use();
+        for _ in 0..10_000 {
+            rawthread::spawn(|| {
+                // SAFETY: plain libc calls; the strings are read before the
+                // thread calls them again.
+                unsafe {
+                    assert!(libc::dlerror().is_null(), "a stale dlerror() message");
+                    let e = std::ffi::CStr::from_ptr(libc::strerror(1000)).to_str().unwrap();
+                    assert!(e.ends_with("1000"), "{e}");
+                    let s = std::ffi::CStr::from_ptr(libc::strsignal(200)).to_str().unwrap();
+                    assert!(s.ends_with("200"), "{s}");
+                    let lib = libc::dlopen(c"librawthread-no-such-library.so".as_ptr(), libc::RTLD_NOW);
+                    assert!(lib.is_null());
+                }
+            })
+            .join()
+            .unwrap();
+        }
+        let heap_after = malloc_in_use();
+        println!("malloc in use {heap} -> {heap_after}");
+        // One leaked buffer per thread would add 320 KB or more.
+        assert!(heap_after <= heap + 64 * 1024, "malloc in use grew from {heap} to {heap_after}");
+        return;
+    }
+    for pool in ["on", "off"] {
+        assert_child_passed(&run_child("glibc_per_thread_buffers_do_not_leak", &[("POOL", pool)]));
+    }
+}
+
+/// The mapped ranges of this process, from /proc/self/maps.
+fn mapped_ranges() -> Vec<std::ops::Range<usize>> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines()
+        .map(|line| {
+            let (start, end) = line.split_whitespace().next().unwrap().split_once('-').unwrap();
+            usize::from_str_radix(start, 16).unwrap()..usize::from_str_radix(end, 16).unwrap()
+        })
+        .collect()
+}
+
+/// Emptying the pool gives back every region threads ever had, whether
+/// their handles were joined, dropped while the thread ran, or dropped
+/// after it finished: none of those ranges is mapped any more.
+#[test]
+fn emptied_pool_unmaps_every_region() {
+    if in_child("emptied_pool_unmaps_every_region") {
+        warm_up_malloc_arenas();
+        let maps = mapping_count();
+        let mut regions = Vec::new();
+        let sizes = [64 << 10, 256 << 10, 2 << 20];
+        let work = || black_box(vec![1u8; 64]).len();
+        for i in 0..60 {
+            let h = Builder::new().stack_size(sizes[i % 3]).spawn(work).unwrap();
+            regions.push(h.layout().region);
+            assert_eq!(h.join().unwrap(), 64);
+        }
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let releases: Vec<_> = (0..60)
+            .map(|i| {
+                let (go_tx, go_rx) = mpsc::channel::<()>();
+                let tid_tx = tid_tx.clone();
+                let h = Builder::new()
+                    .stack_size(sizes[i % 3])
+                    .spawn(move || {
+                        go_rx.recv().unwrap();
+                        tid_tx.send(gettid()).unwrap();
+                        work()
+                    })
+                    .unwrap();
+                regions.push(h.layout().region);
+                drop(h);
+                go_tx
+            })
+            .collect();
+        drop(tid_tx);
+        releases.into_iter().for_each(|go| go.send(()).unwrap());
+        for tid in tid_rx {
+            while Path::new(&format!("/proc/self/task/{tid}")).exists() {
+                thread::yield_now();
+            }
+        }
+        for i in 0..60 {
+            let h = Builder::new().stack_size(sizes[i % 3]).spawn(work).unwrap();
+            while !h.is_finished() {
+                thread::yield_now();
+            }
+            regions.push(h.layout().region);
+            drop(h);
+        }
+        let limits = rawthread::set_pool_limits(rawthread::PoolLimits { regions: 0, bytes: 0 });
+        let still: Vec<_> = mapped_ranges()
+            .into_iter()
+            .filter(|m| regions.iter().any(|r| r.start < m.end && m.start < r.end))
+            .collect();
+        let maps_after = mapping_count();
+        println!("{} regions; mappings {maps} -> {maps_after}", regions.len());
+        assert!(still.is_empty(), "still mapped after emptying the pool: {still:x?}");
+        assert!(maps_after <= maps + 2, "mappings grew from {maps} to {maps_after}");
+        rawthread::set_pool_limits(limits);
+        return;
+    }
+    assert_child_passed(&run_child("emptied_pool_unmaps_every_region", &[]));
 }

@@ -90,6 +90,51 @@ fn fork_from_a_raw_thread() {
     assert!(run_child_ok("fork_from_a_raw_thread").contains("forked child: 1000 strings"));
 }
 
+/// `fork()` from a raw thread at the instant the main thread makes its
+/// first join and its second spawn, in a fresh process, 200 times: what
+/// rawthread computes lazily at that moment must not leave the forked
+/// child waiting for a thread it does not have. Each round is a fresh
+/// process (the child half below), since the race is with first use.
+#[test]
+fn fork_during_lazy_start_up() {
+    if in_child("fork_during_lazy_start_up") {
+        let forker = rawthread::spawn(|| {
+            // SAFETY: the forked child spawns, joins and detaches raw
+            // threads and leaves with _exit; the parent waits for it.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                let ok = rawthread::spawn(|| 7).join().unwrap() == 7;
+                drop(rawthread::spawn(|| ()));
+                // SAFETY: ends the forked child.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            pid
+        });
+        let other = rawthread::spawn(|| ());
+        let pid = forker.join().unwrap();
+        other.join().unwrap();
+        assert!(pid > 0);
+        // A child stuck in a wait never exits: a generous bound (not a
+        // timing assertion: it only turns a hang into a failure).
+        let start = std::time::Instant::now();
+        let mut status = 0;
+        // SAFETY: polling our own child.
+        while unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == 0 {
+            if start.elapsed() > std::time::Duration::from_secs(20) {
+                // SAFETY: our own stuck child.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                panic!("the forked child is stuck in its first spawn or join");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "status {status:#x}");
+        return;
+    }
+    let stuck: Vec<usize> =
+        (0..200).filter(|_| !run_child("fork_during_lazy_start_up", &[]).status.success()).collect();
+    assert!(stuck.is_empty(), "{} of 200 fresh processes had a forked child stuck or failing", stuck.len());
+}
+
 /// `fork()` while other threads spawn and join without pause: whatever
 /// rawthread lock they held at that moment, the child can still spawn.
 #[test]
