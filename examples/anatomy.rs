@@ -36,8 +36,9 @@ fn main() {
     println!("  via {}", if rawthread::uses_clone3() == Some(true) { "clone3" } else { "clone (clone3 refused)" });
     let region = &layout.region;
     println!("\nits region, one mmap of {} B, low to high addresses:", region.end - region.start);
+    row("guard", &layout.altstack_guard, "PROT_NONE: a handler overrunning the signal stack faults here");
     row("altstack", &layout.altstack, "alternate signal stack for the overflow report");
-    row("guard", &layout.guard, "PROT_NONE: an overflow faults here");
+    row("guard", &layout.guard, "PROT_NONE: a stack overflow faults here");
     row("stack", &layout.stack, "grows down from its end");
     row("record", &layout.record, "start record: closure in, result out");
     row("resolver", &layout.resolver, "struct __res_state for this thread");

@@ -4,15 +4,10 @@
 //!
 //! On x86_64 glibc the TCB *is* `struct pthread`; it starts at the thread
 //! pointer `tp` (the `%fs` base), and the static TLS blocks of all modules
-//! loaded at start-up sit just below it (TLS variant II). The block:
-//!
-//! ```text
-//!            static TLS (every module's image, laid out by ld.so)     TCB = struct pthread
-//!  +-----------+--------------------------------------------------+--------------------------------+
-//!  | res_state | ... module n | ... | libc's TLS | main exe's TLS | header | list | tid | specific...|
-//!  +-----------+--------------------------------------------------+--------------------------------+
-//!                                                                 ^ tp: header.tcb = header.self = tp
-//! ```
+//! loaded at start-up sit just below it (TLS variant II), the main
+//! executable's nearest to `tp`, libc's among them. Where the block lies in
+//! the region is `Plan::new`'s (`src/region.rs`) to say; the sizes are this
+//! module's ([`Glibc::geometry`]).
 //!
 //! Nothing here is public glibc API. Every private symbol and offset is
 //! looked up once with `dlsym` (the offsets from the descriptors glibc
@@ -37,7 +32,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use memmap2::MmapOptions;
 
 use crate::lazy::LazyBox;
-use crate::region::{BlockGeometry, Region, ThreadLayout};
+use crate::region::{BlockGeometry, Plan, Region, ThreadLayout};
 use crate::sys;
 
 /// Fixed x86_64 `tcbhead_t` offsets: ABI, since compilers emit `%fs:0x28`
@@ -612,9 +607,10 @@ impl Glibc {
     /// The room the block needs in a [`Region`].
     pub(crate) fn geometry(&self) -> BlockGeometry {
         BlockGeometry {
-            below_tp: self.static_size - self.tcb_size + RES_STATE_SIZE,
-            above_tp: self.tcb_size,
-            align: self.static_align.max(16),
+            static_tls: self.static_size - self.tcb_size,
+            resolver: RES_STATE_SIZE,
+            tcb: self.tcb_size,
+            align: self.static_align,
         }
     }
 
@@ -631,8 +627,9 @@ impl Glibc {
         tp.wrapping_add_signed(self.rseq_offset)
     }
 
-    fn res_state(&self, tp: usize) -> usize {
-        tp - (self.static_size - self.tcb_size) - RES_STATE_SIZE
+    /// The `__resp` slot: where the thread's resolver state is.
+    fn resp_slot(&self, tp: usize) -> *mut usize {
+        tp.wrapping_add_signed(self.resp) as *mut usize
     }
 
     /// Fills the thread block of a freshly mapped (zeroed) region, in the
@@ -693,12 +690,13 @@ impl Glibc {
             }
             // The resolver's per-thread state (glibc keeps it in struct
             // pthread at an unexported offset; ours sits below the TLS).
-            *((tp as isize + self.resp) as usize as *mut usize) = self.res_state(tp);
+            *self.resp_slot(tp) = region.resolver();
             // The usable stack, for glibc's alloca limit and
             // pthread_getattr_np (which reports [stackblock, +size)).
             let stackblock = self.probed.stackblock;
-            *at::<usize>(tp, stackblock) = region.stack_low();
-            *at::<usize>(tp, stackblock + 8) = region.stack_top() - region.stack_low();
+            let stack = region.stack();
+            *at::<usize>(tp, stackblock) = stack.start;
+            *at::<usize>(tp, stackblock + 8) = stack.len();
         }
     }
 
@@ -733,7 +731,9 @@ impl Glibc {
         unsafe { (self.call_tls_dtors)() };
         // SAFETY: we are that thread, and its keys are ours to run.
         unsafe { self.run_key_destructors(tp) };
-        let res = self.res_state(tp);
+        // SAFETY: our own TCB's slot, which write_header pointed at our
+        // resolver state.
+        let res = unsafe { *self.resp_slot(tp) };
         // SAFETY: our res_state; a non-zero nscount means res_ninit opened
         // sockets and allocated name-server addresses, which glibc's own
         // thread exit closes and frees the same way.
@@ -834,28 +834,20 @@ impl Block {
     }
 
     pub(crate) fn layout(&self) -> ThreadLayout {
-        let (r, g) = (&self.region, self.glibc);
-        let tp = r.tp();
-        let (altstack, altstack_len) = r.altstack();
-        let tls_low = tp - (g.static_size - g.tcb_size);
-        ThreadLayout {
-            region: r.base()..r.base() + r.len(),
-            altstack: altstack..altstack + altstack_len,
-            guard: r.stack_low() - r.guard_len()..r.stack_low(),
-            stack: r.stack_low()..r.stack_top(),
-            record: r.record()..g.res_state(tp),
-            resolver: g.res_state(tp)..tls_low,
-            static_tls: tls_low..tp,
-            tcb: tp..tp + g.tcb_size,
-            tid_word: tp + g.tid,
-        }
+        self.region.layout(self.glibc.tid)
     }
 
-    /// Makes the block of a finished thread new for the next one, placing
-    /// its record for `record` (the caller checked that it fits): fresh TLS
-    /// for every module, a zeroed TCB, the malloc state kept in place. On
-    /// error the region is unmapped.
-    pub(crate) fn renew(self, stack: usize, record: Layout) -> io::Result<Block> {
+    /// The plan of this block's region for a thread with this guard, stack
+    /// size and record, if they fit in it.
+    pub(crate) fn replan(&self, guard: usize, stack: usize, record: Layout) -> Option<Plan> {
+        self.region.replan(&self.glibc.geometry(), guard, stack, record)
+    }
+
+    /// Makes the block of a finished thread new for the next one, laid out
+    /// by `plan` (from [`Block::replan`]): fresh TLS for every module, a
+    /// zeroed TCB, the malloc state kept in place. On error the region is
+    /// unmapped.
+    pub(crate) fn renew(self, plan: Plan) -> io::Result<Block> {
         let this = ManuallyDrop::new(self);
         let glibc = this.glibc;
         let tp = this.region.tp();
@@ -865,13 +857,12 @@ impl Block {
             let kept = glibc.probed.read_malloc(tp);
             (glibc.deallocate_tls)(tp as *mut c_void, false);
             ptr::write_bytes(tp as *mut u8, 0, glibc.tcb_size);
-            ptr::write_bytes(glibc.res_state(tp) as *mut u8, 0, RES_STATE_SIZE);
+            ptr::write_bytes(this.region.resolver() as *mut u8, 0, RES_STATE_SIZE);
             kept
         };
         // SAFETY: moved out of a ManuallyDrop that is not used again.
         let mut region = unsafe { ptr::read(&this.region) };
-        let fits = region.refit(stack, record);
-        debug_assert!(fits, "the pool hands out only regions that fit");
+        region.refit(plan);
         // SAFETY: as in init_block: zeroed TCB, static TLS ours alone.
         if unsafe { (glibc.allocate_tls)(tp as *mut c_void) }.is_null() {
             // Keep the malloc state for a later thread, then unmap.

@@ -38,18 +38,12 @@
 //! | `process` | the process API: a closure in a new process, waited for |
 //! | `floor` | the kernel floor the benchmark compares against (not public API) |
 //!
-//! One mapping per thread, from low to high addresses (`cargo run
-//! --example anatomy` prints a real one):
-//!
-//! ```text
-//!  +----------+-----------+------------------------+-------------+-----------+------------+-----------------+
-//!  | altstack |   guard   | stack     <- grows down | start record| res_state | static TLS | TCB             |
-//!  | (signal  | PROT_NONE |                        | (closure in,|           | (every     | (struct pthread:|
-//!  |  stack)  | 1 page    | 2 MiB by default       |  result out)|           |  module)   |  ... tid ...)   |
-//!  +----------+-----------+------------------------+-------------+-----------+------------+-----------------+
-//!                         ^ stack_low    stack_top ^                                      ^ tp = %fs base
-//!                                                                     the tid word: TCB + 720 (glibc 2.36)
-//! ```
+//! One mapping per thread holds everything a thread has: from low to high
+//! addresses a guard page, the signal stack, the stack's guard, the stack,
+//! the start record, the resolver state, the static TLS and the TCB. The
+//! region's one diagram is beside the one function that lays it out,
+//! `Plan::new` in `src/region.rs`; [`JoinHandle::layout`] and `cargo run
+//! --example anatomy` show a real one.
 //!
 //! # The life of a thread, and who owns its region
 //!

@@ -8,6 +8,7 @@
 //! before (std's, which handles the main thread and std's threads).
 
 use std::cell::Cell;
+use std::ops::Range;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -71,12 +72,12 @@ pub(crate) fn install() {
 
 /// In a new thread: registers its alternate signal stack and remembers its
 /// guard and name for the handler.
-pub(crate) fn enter((low, size): (usize, usize), (guard_low, guard_high): (usize, usize), name: [u8; 16]) {
-    let stack = libc::stack_t { ss_sp: low as *mut libc::c_void, ss_flags: 0, ss_size: size };
+pub(crate) fn enter(altstack: Range<usize>, guard: Range<usize>, name: [u8; 16]) {
+    let stack = libc::stack_t { ss_sp: altstack.start as *mut libc::c_void, ss_flags: 0, ss_size: altstack.len() };
     // SAFETY: the alternate stack is part of this thread's region, which
     // outlives the thread.
     unsafe { libc::sigaltstack(&stack, ptr::null_mut()) };
-    GUARD.set(Guard { low: guard_low, high: guard_high, name });
+    GUARD.set(Guard { low: guard.start, high: guard.end, name });
 }
 
 /// Appends `bytes` to `buf` at `*len` (truncating at the end).

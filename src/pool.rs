@@ -15,6 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::glibc::Block;
+use crate::region::Plan;
 use crate::sys;
 
 /// Bounds on the regions kept for reuse. Set them with [`set_pool_limits`];
@@ -109,17 +110,18 @@ impl Pool {
 }
 
 /// The best-fitting finished region for a thread with this guard, stack and
-/// record, if the pool has one. Regions more than four times the stack are
-/// left for bigger requests.
-pub(crate) fn take(guard: usize, stack: usize, record: Layout) -> Option<Block> {
+/// record, if the pool has one, and its plan for that thread. Regions more
+/// than four times the stack are left for bigger requests.
+pub(crate) fn take(guard: usize, stack: usize, record: Layout) -> Option<(Block, Plan)> {
     let mut pool = lock();
-    let i = (0..pool.blocks.len())
-        .filter(|&i| {
+    let (i, plan) = (0..pool.blocks.len())
+        .filter_map(|i| {
             let b = &pool.blocks[i];
-            b.region().len() / 4 <= stack && finished(b) && b.region().fits(guard, stack, record)
+            let candidate = b.region().len() / 4 <= stack && finished(b);
+            candidate.then(|| b.replan(guard, stack, record)).flatten().map(|plan| (i, plan))
         })
-        .min_by_key(|&i| pool.blocks[i].region().len())?;
-    Some(pool.remove(i))
+        .min_by_key(|&(i, _)| pool.blocks[i].region().len())?;
+    Some((pool.remove(i), plan))
 }
 
 /// Gives back the region of a thread that has exited or is exiting; what

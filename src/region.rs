@@ -1,31 +1,10 @@
-//! The stack region: one private anonymous mapping per thread holding its
-//! signal stack, guard, stack, start record and glibc thread block.
+//! The region: one private anonymous mapping per thread holding its guards,
+//! signal stack, stack, start record and glibc thread block. [`Plan::new`]
+//! computes where everything goes, and nothing else does.
 //!
-//! ```text
-//!  base                                                                                    end
-//!  |<- altstack ->|<- guard ->|<--------- stack --------->|<- record ->|<- glibc thread block ->|
-//!  +--------------+-----------+---------------------------+------------+-----------+-----+------+
-//!  | SIGSEGV      | PROT_NONE |             <- grows down | start data | res_state | TLS | TCB  |
-//!  | handler's    |           |                           | + result   |           |     |      |
-//!  +--------------+-----------+---------------------------+------------+-----------+-----+------+
-//!                             ^ stack_low       stack_top ^ ^ record                     ^ tp (%fs)
-//! ```
-//!
-//! * The alternate signal stack is where the overflow handler runs when
-//!   the stack itself is exhausted ([`crate::overflow`]).
-//! * The guard is `guard_size` bytes mapped `PROT_NONE`, so an overflowing
-//!   stack faults instead of writing into the signal stack or beyond.
-//! * The stack is at least the requested size; its top is 16-byte aligned.
-//! * The record holds what the creator hands the child (the closure, the
-//!   signal mask, the name) and the slot the child leaves its result in.
-//! * The glibc thread block is laid out by [`crate::glibc`]: the resolver
-//!   state, the static TLS of every module loaded at start-up, and the TCB
-//!   (`struct pthread`), which starts at the thread pointer `tp` and holds
-//!   the tid word that the kernel clears at exit.
-//!
-//! A region outlives its thread: after the tid word reads 0 it can be
-//! given to the next thread ([`crate::pool`]), with the record re-placed for
-//! that thread's closure ([`Region::refit`]).
+//! A region outlives its thread: after the tid word reads 0 it can be given
+//! to the next thread ([`crate::pool`]), with the record re-placed for that
+//! thread's closure ([`Region::refit`]).
 
 use std::alloc::Layout;
 use std::io;
@@ -36,15 +15,19 @@ use memmap2::{MmapMut, MmapOptions};
 use crate::lazy::LazyUsize;
 
 /// Where a thread's pieces lie in its region: addresses in this process,
-/// low to high, as in the diagram of [`crate`]'s documentation. For people
-/// studying how a thread is made (see `examples/anatomy.rs`).
+/// low to high, as drawn at [`Plan::new`]. For people studying how a
+/// thread is made (see `examples/anatomy.rs`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ThreadLayout {
     /// The whole mapping.
     pub region: Range<usize>,
+    /// The `PROT_NONE` page under the alternate signal stack: a handler
+    /// that overruns the signal stack faults here instead of writing into
+    /// whatever mapping lies below the region.
+    pub altstack_guard: Range<usize>,
     /// The alternate signal stack the overflow report runs on.
     pub altstack: Range<usize>,
-    /// The `PROT_NONE` guard.
+    /// The `PROT_NONE` guard under the stack.
     pub guard: Range<usize>,
     /// The stack; the thread starts with its stack pointer at the end.
     pub stack: Range<usize>,
@@ -61,25 +44,153 @@ pub struct ThreadLayout {
     pub tid_word: usize,
 }
 
-/// How much room the glibc thread block needs around the thread pointer.
+/// The sizes the glibc thread block needs, from [`crate::glibc`].
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct BlockGeometry {
-    /// Bytes below `tp` (static TLS and the resolver state).
-    pub below_tp: usize,
-    /// Bytes from `tp` up (the TCB).
-    pub above_tp: usize,
-    /// Alignment of `tp` (the largest TLS alignment).
+    /// The static TLS of every module, just below the thread pointer.
+    pub static_tls: usize,
+    /// The resolver state below that.
+    pub resolver: usize,
+    /// `struct pthread`, from the thread pointer up.
+    pub tcb: usize,
+    /// Alignment of the thread pointer (the largest TLS alignment).
     pub align: usize,
 }
 
-/// One thread's mapping and the addresses inside it. Dropping it unmaps the
-/// memory, so whoever owns it must know no thread runs there.
+/// What a region is made of besides the glibc block: its page size, the
+/// signal stack's and the stack guard's sizes, and the stack wanted.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sizes {
+    pub page: usize,
+    pub altstack: usize,
+    pub guard: usize,
+    pub stack: usize,
+}
+
+/// Every offset of a region, from its base, as [`Plan::new`] computes them:
+/// the boundaries between its pieces, low to high (they are contiguous).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Plan {
+    bounds: [usize; 9],
+    len: usize,
+}
+
+macro_rules! pieces {
+    ($($i:literal $name:ident: $what:literal),* $(,)?) => {
+        impl Plan {
+            $(
+                #[doc = $what]
+                pub(crate) fn $name(&self) -> Range<usize> {
+                    self.bounds[$i]..self.bounds[$i + 1]
+                }
+            )*
+        }
+    };
+}
+pieces! {
+    0 altstack_guard: "The `PROT_NONE` page under the signal stack.",
+    1 altstack: "The alternate signal stack.",
+    2 guard: "The `PROT_NONE` guard under the stack.",
+    3 stack: "The stack.",
+    4 record: "The start record.",
+    5 resolver: "The resolver state.",
+    6 static_tls: "The static TLS.",
+    7 tcb: "The TCB; it starts at the thread pointer.",
+}
+
+/// A size no mapping can have is reported the way mmap reports one.
+fn too_big() -> io::Error {
+    io::Error::from_raw_os_error(libc::ENOMEM)
+}
+
+fn round_up(n: usize, to: usize) -> Option<usize> {
+    Some(n.checked_add(to - 1)? & !(to - 1))
+}
+
+impl Plan {
+    /// The layout of a region, low to high addresses (`cargo run --example
+    /// anatomy` prints a real one):
+    ///
+    /// ```text
+    ///  0      page        page+altstack      stack.start                 stack.end   record.end                 tp          len
+    ///  |       |               |                  |                           |       |                          |           |
+    ///  +-------+---------------+------------------+---------------------------+-------+-----------+--------------+-----------+
+    ///  | guard | altstack      | guard            | stack       <- grows down | record| res_state | static TLS   | TCB       |
+    ///  | 1 pg  | (signal stack | guard_size bytes | at least stack_size bytes | (in/  | (resolver)| (every       | (struct   |
+    ///  | NONE  |  for overflow | PROT_NONE        |                           |  out) |           |  module)     |  pthread) |
+    ///  +-------+---------------+------------------+---------------------------+-------+-----------+--------------+-----------+
+    ///                                                                                                            ^ tp = %fs base
+    /// ```
+    ///
+    /// * Both stacks grow down, so each has a `PROT_NONE` guard under it: a
+    ///   stack that overflows, or a signal handler that overruns the signal
+    ///   stack, faults instead of writing into the signal stack or into the
+    ///   mapping below the region (usually another thread's TCB, as mmap
+    ///   places regions one under the other).
+    /// * The thread block is at the top: `tp` is aligned down from
+    ///   `len - tcb` (the region's base is page-aligned, and the alignment at
+    ///   most a page), the static TLS and the resolver state lie under it.
+    /// * The record sits right under the block, aligned for its type (and
+    ///   16); the stack's top is just under the record, 16-byte aligned.
+    ///
+    /// With `len: None` the region is as small as whole pages allow. With
+    /// `Some(len)`, the length of an existing region, only the record and
+    /// the stack's top move, and `None` comes back if the stack would then
+    /// be smaller than asked. Sizes no mapping can have are `ENOMEM`.
+    pub(crate) fn new(
+        block: &BlockGeometry,
+        sizes: Sizes,
+        record: Layout,
+        len: Option<usize>,
+    ) -> io::Result<Option<Plan>> {
+        let page = sizes.page;
+        let altstack = round_up(sizes.altstack, page).ok_or_else(too_big)?;
+        let guard = round_up(sizes.guard, page).ok_or_else(too_big)?;
+        let stack_low = [page, altstack, guard].into_iter().try_fold(0usize, usize::checked_add).ok_or_else(too_big)?;
+        let align = block.align.max(16);
+        if align > page {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "rawthread: TLS aligned beyond a page"));
+        }
+        let record_align = record.align().max(16);
+        let len = match len {
+            Some(len) => len,
+            // Everything above the stack, with slack for aligning tp and
+            // the record, in whole pages on top of the stack.
+            None => [block.tcb, align, block.static_tls, block.resolver, record.size(), record_align]
+                .into_iter()
+                .try_fold(0usize, usize::checked_add)
+                .and_then(|top| round_up(top, page))
+                .and_then(|top| top.checked_add(round_up(sizes.stack, page)?))
+                .and_then(|n| n.checked_add(stack_low))
+                .ok_or_else(too_big)?,
+        };
+        let tp = len.checked_sub(block.tcb).ok_or_else(too_big)? & !(align - 1);
+        let tls = tp.checked_sub(block.static_tls).ok_or_else(too_big)?;
+        let resolver = tls.checked_sub(block.resolver).ok_or_else(too_big)?;
+        // No mapping (nor Rust object) may exceed isize::MAX bytes.
+        if len > isize::MAX as usize {
+            return Err(too_big());
+        }
+        let record_start = resolver.checked_sub(record.size()).ok_or_else(too_big)? & !(record_align - 1);
+        let stack_top = record_start & !15;
+        if stack_top < stack_low || stack_top - stack_low < sizes.stack {
+            return Ok(None);
+        }
+        let bounds = [0, page, page + altstack, stack_low, stack_top, resolver, tls, tp, tp + block.tcb];
+        Ok(Some(Plan { bounds, len }))
+    }
+
+    /// The region's length.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// One thread's mapping and its [`Plan`]. Dropping it unmaps the memory, so
+/// whoever owns it must know no thread runs there.
 pub(crate) struct Region {
     map: MmapMut,
-    guard: usize,
-    tp: usize,
-    below_tp: usize,
-    record: usize,
-    stack_top: usize,
+    plan: Plan,
 }
 
 pub(crate) fn page_size() -> usize {
@@ -91,7 +202,7 @@ pub(crate) fn page_size() -> usize {
 /// The alternate signal stack: room for the kernel's signal frame (which
 /// `AT_MINSIGSTKSZ` sizes; it grows with AVX-512 and AMX state) and the
 /// handler, at least 16 KiB. Untouched pages cost only address space.
-pub(crate) fn altstack_size() -> usize {
+fn altstack_size() -> usize {
     static SIZE: LazyUsize = LazyUsize::new();
     SIZE.get(|| {
         // SAFETY: getauxval has no preconditions (0 when the entry is absent).
@@ -100,101 +211,43 @@ pub(crate) fn altstack_size() -> usize {
     })
 }
 
-fn round_up(n: usize, to: usize) -> Option<usize> {
-    Some(n.checked_add(to - 1)? & !(to - 1))
-}
-
-/// A size no mapping can have is reported the way mmap reports one.
-fn too_big() -> io::Error {
-    io::Error::from_raw_os_error(libc::ENOMEM)
+fn sizes(guard: usize, stack: usize) -> Sizes {
+    Sizes { page: page_size(), altstack: altstack_size(), guard, stack }
 }
 
 impl Region {
-    /// Maps a region with a `guard`-byte guard (rounded up to pages), a stack
-    /// of at least `stack` bytes, room for `record` and for the glibc block.
+    /// Maps a region for a `guard`-byte guard (rounded up to pages), a
+    /// stack of at least `stack` bytes, a record of layout `record` and a
+    /// glibc block of `block`'s sizes.
     pub(crate) fn map(guard: usize, stack: usize, record: Layout, block: &BlockGeometry) -> io::Result<Region> {
-        let page = page_size();
-        let guard = round_up(guard, page).ok_or_else(too_big)?;
-        // Everything above the stack, with slack for aligning tp and record.
-        let top = [block.above_tp, block.align, block.below_tp, record.size(), record.align().max(16)]
-            .into_iter()
-            .try_fold(0usize, usize::checked_add)
-            .and_then(|n| round_up(n, page))
-            .ok_or_else(too_big)?;
-        let len = round_up(stack, page)
-            .and_then(|s| s.checked_add(altstack_size() + guard))
-            .and_then(|n| n.checked_add(top))
-            .ok_or_else(too_big)?;
-
+        let sizes = sizes(guard, stack);
+        let plan = Plan::new(block, sizes, record, None)?.ok_or_else(too_big)?;
+        let len = plan.len();
         // MAP_STACK documents intent (and keeps THP off thread stacks);
         // MAP_NORESERVE: a thread that never touches its stack should not
         // count its full size against overcommit.
         let mut map = MmapOptions::new().len(len).stack().no_reserve_swap().map_anon()?;
         let base = map.as_mut_ptr() as usize;
-        if guard > 0 {
+        for guard in [plan.altstack_guard(), plan.guard()].into_iter().filter(|g| !g.is_empty()) {
             // SAFETY: the guard lies inside the mapping we own.
-            if unsafe { libc::mprotect((base + altstack_size()) as *mut libc::c_void, guard, libc::PROT_NONE) } != 0 {
+            if unsafe { libc::mprotect((base + guard.start) as *mut libc::c_void, guard.len(), libc::PROT_NONE) } != 0 {
                 return Err(io::Error::last_os_error());
             }
         }
-        let tp = (base + len - block.above_tp) & !(block.align - 1);
-        let mut region = Region { map, guard, tp, below_tp: block.below_tp, record: 0, stack_top: 0 };
-        let fits = region.refit(stack, record);
-        debug_assert!(fits, "a new region is sized for its record");
-        Ok(region)
+        Ok(Region { map, plan })
     }
 
-    /// Where a record of layout `record` and the stack top below it would
-    /// go, if the stack keeps at least `stack` bytes.
-    fn placement(&self, stack: usize, record: Layout) -> Option<(usize, usize)> {
-        let room = (self.tp - self.below_tp).checked_sub(record.size())?;
-        let record_addr = room & !(record.align().max(16) - 1);
-        let stack_top = record_addr & !15;
-        (stack_top.checked_sub(self.stack_low())? >= stack).then_some((record_addr, stack_top))
+    /// The plan for this region's length with a record of layout `record`,
+    /// if its guard is `guard` and the stack keeps at least `stack` bytes.
+    pub(crate) fn replan(&self, block: &BlockGeometry, guard: usize, stack: usize, record: Layout) -> Option<Plan> {
+        let plan = Plan::new(block, sizes(guard, stack), record, Some(self.len())).ok()??;
+        (plan.guard() == self.plan.guard()).then_some(plan)
     }
 
-    /// Whether a thread with this stack size and record can use the region.
-    pub(crate) fn fits(&self, guard: usize, stack: usize, record: Layout) -> bool {
-        round_up(guard, page_size()) == Some(self.guard) && self.placement(stack, record).is_some()
-    }
-
-    /// Places a record of layout `record` below the thread block and the
-    /// stack below it; says whether the stack keeps at least `stack` bytes.
-    pub(crate) fn refit(&mut self, stack: usize, record: Layout) -> bool {
-        let Some((record, stack_top)) = self.placement(stack, record) else { return false };
-        self.record = record;
-        self.stack_top = stack_top;
-        true
-    }
-
-    /// The thread pointer: where the TCB starts.
-    pub(crate) fn tp(&self) -> usize {
-        self.tp
-    }
-
-    /// Where the start record lives.
-    pub(crate) fn record(&self) -> usize {
-        self.record
-    }
-
-    /// Lowest usable stack byte (just above the guard).
-    pub(crate) fn stack_low(&self) -> usize {
-        self.base() + altstack_size() + self.guard
-    }
-
-    /// The child's initial stack pointer.
-    pub(crate) fn stack_top(&self) -> usize {
-        self.stack_top
-    }
-
-    /// The guard's bytes: `[stack_low - guard_len, stack_low)`.
-    pub(crate) fn guard_len(&self) -> usize {
-        self.guard
-    }
-
-    /// The alternate signal stack: `(lowest address, size)`.
-    pub(crate) fn altstack(&self) -> (usize, usize) {
-        (self.base(), altstack_size())
+    /// Takes a plan from [`Region::replan`] of this region.
+    pub(crate) fn refit(&mut self, plan: Plan) {
+        debug_assert_eq!((plan.len(), plan.guard()), (self.plan.len(), self.plan.guard()));
+        self.plan = plan;
     }
 
     pub(crate) fn base(&self) -> usize {
@@ -203,7 +256,59 @@ impl Region {
 
     /// The whole mapping's length.
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.plan.len()
+    }
+
+    /// A piece of the plan as addresses.
+    fn at(&self, piece: fn(&Plan) -> Range<usize>) -> Range<usize> {
+        let r = piece(&self.plan);
+        self.base() + r.start..self.base() + r.end
+    }
+
+    /// The thread pointer: where the TCB starts.
+    pub(crate) fn tp(&self) -> usize {
+        self.at(Plan::tcb).start
+    }
+
+    /// Where the start record lives.
+    pub(crate) fn record(&self) -> usize {
+        self.at(Plan::record).start
+    }
+
+    /// The stack: the child starts with its stack pointer at the end.
+    pub(crate) fn stack(&self) -> Range<usize> {
+        self.at(Plan::stack)
+    }
+
+    /// The guard under the stack.
+    pub(crate) fn guard(&self) -> Range<usize> {
+        self.at(Plan::guard)
+    }
+
+    /// The alternate signal stack.
+    pub(crate) fn altstack(&self) -> Range<usize> {
+        self.at(Plan::altstack)
+    }
+
+    /// The resolver state's address.
+    pub(crate) fn resolver(&self) -> usize {
+        self.at(Plan::resolver).start
+    }
+
+    /// Every piece's addresses; `tid` is the tid word's offset in the TCB.
+    pub(crate) fn layout(&self, tid: usize) -> ThreadLayout {
+        ThreadLayout {
+            region: self.base()..self.base() + self.len(),
+            altstack_guard: self.at(Plan::altstack_guard),
+            altstack: self.altstack(),
+            guard: self.guard(),
+            stack: self.stack(),
+            record: self.at(Plan::record),
+            resolver: self.at(Plan::resolver),
+            static_tls: self.at(Plan::static_tls),
+            tcb: self.at(Plan::tcb),
+            tid_word: self.tp() + tid,
+        }
     }
 
     /// Gives up ownership without unmapping: `(base, len)`, for a thread
@@ -212,5 +317,102 @@ impl Region {
         let span = (self.base(), self.len());
         std::mem::forget(self.map);
         span
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// glibc 2.36's block on x86_64: 2,368-byte TCB, 2,048 bytes of other
+    /// static TLS, 576 of resolver state, 64-byte alignment.
+    const BLOCK: BlockGeometry = BlockGeometry { static_tls: 2048, resolver: 576, tcb: 2368, align: 64 };
+    const SIZES: Sizes = Sizes { page: 4096, altstack: 16 << 10, guard: 4096, stack: 64 << 10 };
+
+    fn plan(sizes: Sizes, record: Layout) -> Plan {
+        Plan::new(&BLOCK, sizes, record, None).unwrap().unwrap()
+    }
+
+    #[test]
+    fn pieces_are_in_order_contiguous_and_aligned() {
+        let p = plan(SIZES, Layout::from_size_align(200, 8).unwrap());
+        let pieces =
+            [p.altstack_guard(), p.altstack(), p.guard(), p.stack(), p.record(), p.resolver(), p.static_tls(), p.tcb()];
+        assert_eq!(p.altstack_guard(), 0..4096, "a guard page under the signal stack");
+        for pair in pieces.windows(2) {
+            assert_eq!(pair[0].end, pair[1].start, "{pair:?}");
+        }
+        assert!(p.tcb().end <= p.len() && p.len() - p.tcb().end < 64, "the TCB ends within one alignment of the top");
+        assert_eq!(p.len() % 4096, 0);
+        assert_eq!(p.tcb().start % 64, 0, "tp aligned");
+        assert_eq!(p.stack().end % 16, 0, "stack top aligned");
+        assert_eq!(p.record().start % 16, 0);
+        assert!(p.record().len() >= 200);
+        assert_eq!(p.altstack().len(), 16 << 10);
+        assert_eq!(p.guard().len(), 4096);
+        assert!(p.stack().len() >= 64 << 10);
+        // Whole pages: less than a page of slack over what was asked.
+        assert!(p.stack().len() - (64 << 10) < 4096 + 64 + 16 + 8);
+    }
+
+    #[test]
+    fn sizes_round_up_to_pages() {
+        let p = plan(Sizes { altstack: 10_000, guard: 1, stack: 5000, ..SIZES }, Layout::new::<u64>());
+        assert_eq!(p.altstack().len(), 12288);
+        assert_eq!(p.guard().len(), 4096);
+        assert!(p.stack().len() >= 5000);
+        assert_eq!(p.len() % 4096, 0);
+    }
+
+    #[test]
+    fn no_stack_guard_keeps_the_altstack_guard() {
+        let p = plan(Sizes { guard: 0, ..SIZES }, Layout::new::<u64>());
+        assert!(p.guard().is_empty());
+        assert_eq!(p.altstack_guard(), 0..4096);
+        assert_eq!(p.altstack().end, p.stack().start);
+    }
+
+    #[test]
+    fn big_records_are_aligned_and_kept_off_the_stack() {
+        let record = Layout::from_size_align(10_000, 4096).unwrap();
+        let p = plan(SIZES, record);
+        assert_eq!(p.record().start % 4096, 0);
+        assert!(p.record().len() >= 10_000);
+        assert!(p.stack().len() >= 64 << 10);
+    }
+
+    #[test]
+    fn replanning_keeps_the_length_and_moves_only_record_and_stack_top() {
+        let small = plan(SIZES, Layout::new::<u64>());
+        let bigger = Layout::from_size_align(3000, 64).unwrap();
+        let re = Plan::new(&BLOCK, SIZES, bigger, Some(small.len())).unwrap().unwrap();
+        assert_eq!(
+            (re.len(), re.tcb(), re.static_tls(), re.guard()),
+            (small.len(), small.tcb(), small.static_tls(), small.guard())
+        );
+        assert!(re.record().start < small.record().start && re.record().len() >= 3000);
+        assert!(re.stack().end < small.stack().end);
+        // A stack that no longer fits is refused, not shrunk.
+        let huge = Layout::from_size_align(small.stack().len(), 16).unwrap();
+        assert_eq!(Plan::new(&BLOCK, SIZES, huge, Some(small.len())).unwrap(), None);
+        let tall = Sizes { stack: small.stack().len() + 1, ..SIZES };
+        assert_eq!(Plan::new(&BLOCK, tall, Layout::new::<u64>(), Some(small.len())).unwrap(), None);
+    }
+
+    #[test]
+    fn impossible_sizes_are_enomem() {
+        let enomem = |sizes, record| Plan::new(&BLOCK, sizes, record, None).unwrap_err().raw_os_error();
+        let record = Layout::new::<u64>();
+        assert_eq!(enomem(Sizes { stack: usize::MAX, ..SIZES }, record), Some(libc::ENOMEM));
+        assert_eq!(enomem(Sizes { stack: usize::MAX - 8192, ..SIZES }, record), Some(libc::ENOMEM));
+        assert_eq!(enomem(Sizes { guard: usize::MAX, ..SIZES }, record), Some(libc::ENOMEM));
+        assert_eq!(
+            enomem(Sizes { altstack: usize::MAX / 2, guard: usize::MAX / 2, ..SIZES }, record),
+            Some(libc::ENOMEM)
+        );
+        let huge = Layout::from_size_align(isize::MAX as usize - 4096, 16).unwrap();
+        assert_eq!(enomem(SIZES, huge), Some(libc::ENOMEM));
+        // An existing region too small for its own block.
+        assert_eq!(Plan::new(&BLOCK, SIZES, record, Some(4096)).unwrap_err().raw_os_error(), Some(libc::ENOMEM));
     }
 }

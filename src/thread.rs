@@ -9,6 +9,7 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::mem::{ManuallyDrop, MaybeUninit};
+use std::ops::Range;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
 use std::sync::Arc;
@@ -115,7 +116,7 @@ impl Builder {
         let guard = self.guard_size.unwrap_or_else(page_size);
         let layout = Layout::new::<Record<F, T>>();
         let block = match pool::take(guard, stack, layout) {
-            Some(block) => block.renew(stack, layout)?,
+            Some((block, plan)) => block.renew(plan)?,
             None => glibc.init_block(Region::map(guard, stack, layout, &glibc.geometry())?)?,
         };
 
@@ -125,16 +126,15 @@ impl Builder {
         let request = sys::CloneRequest {
             flags: sys::THREAD_FLAGS,
             exit_signal: 0,
-            stack_low: region.stack_low(),
-            stack_top: region.stack_top(),
+            stack_low: region.stack().start,
+            stack_top: region.stack().end,
             tls: tp,
             tid_word: block.tid_word().as_ptr(),
             pidfd: ptr::null_mut(),
             entry: thread_main::<F, T>,
             arg: record.cast(),
         };
-        let (guard_high, altstack) = (region.stack_low(), region.altstack());
-        let guard = (guard_high - region.guard_len(), guard_high);
+        let (guard, altstack) = (region.guard(), region.altstack());
         // Nothing may run on the child before its thread block is live: it
         // starts with every signal blocked and restores our mask itself.
         let sigmask = sys::block_all_signals();
@@ -214,8 +214,8 @@ struct Start<F> {
     sigmask: libc::sigset_t,
     name: [u8; 16],
     /// The guard's range and the alternate signal stack, for [`overflow`].
-    guard: (usize, usize),
-    altstack: (usize, usize),
+    guard: Range<usize>,
+    altstack: Range<usize>,
     scope: Option<Arc<ScopeData>>,
 }
 

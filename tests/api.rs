@@ -278,8 +278,9 @@ fn layout_matches_the_running_thread() {
         .unwrap();
     let (local, tp, guard_seen) = rx.recv().unwrap();
     let l = h.layout();
-    let pieces = [&l.altstack, &l.guard, &l.stack, &l.record, &l.resolver, &l.static_tls, &l.tcb];
-    assert_eq!(l.region.start, l.altstack.start);
+    let pieces = [&l.altstack_guard, &l.altstack, &l.guard, &l.stack, &l.record, &l.resolver, &l.static_tls, &l.tcb];
+    assert_eq!(l.region.start, l.altstack_guard.start);
+    assert_eq!(l.altstack_guard.len(), page_size());
     for pair in pieces.windows(2) {
         assert_eq!(pair[0].end, pair[1].start, "{l:#x?}");
     }
@@ -307,6 +308,130 @@ fn guard_pages_lie_below_the_stack() {
     assert!(odd >= 4 * 4096 && odd >= page, "guard_size(3 * 4096 + 1) gave {odd:#x}");
     let big = Builder::new().guard_size(64 << 10).spawn(guard_below_own_stack).unwrap().join().unwrap();
     assert!(big >= 64 << 10, "guard_size(64 KiB) gave {big:#x}");
+}
+
+/// The protection of the mapping that holds `addr`, as /proc/self/maps
+/// shows it (`rw-p`, `---p`, ...).
+fn protection_at(addr: usize) -> String {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines()
+        .find_map(|line| {
+            let (range, rest) = line.split_once(' ').unwrap();
+            let (start, end) = range.split_once('-').unwrap();
+            let (start, end) = (usize::from_str_radix(start, 16).unwrap(), usize::from_str_radix(end, 16).unwrap());
+            (start..end).contains(&addr).then(|| rest[..4].to_string())
+        })
+        .unwrap_or_else(|| "unmapped".into())
+}
+
+/// Under every live thread's alternate signal stack lies a `PROT_NONE`
+/// page of its own region, whatever is mapped below the region (usually
+/// another thread's TCB): guard sizes 0, 1 page and 16 KiB, fresh and
+/// reused regions.
+#[test]
+fn a_guard_lies_under_every_altstack() {
+    let (gate_tx, gate_rx) = mpsc::channel::<()>();
+    let gate = Arc::new(std::sync::Mutex::new(gate_rx));
+    for round in 0..2 {
+        let threads: Vec<_> = [0, 4096, 16 << 10, 4096, 0, 4096, 16 << 10, 4096]
+            .into_iter()
+            .map(|guard| {
+                let gate = gate.clone();
+                Builder::new()
+                    .guard_size(guard)
+                    .stack_size(64 << 10)
+                    .spawn(move || {
+                        let _ = gate.lock().unwrap().recv();
+                    })
+                    .unwrap()
+            })
+            .collect();
+        for h in &threads {
+            let l = h.layout();
+            assert_eq!(l.altstack_guard.end, l.altstack.start);
+            assert_eq!(l.altstack_guard.start, l.region.start);
+            for addr in [l.altstack_guard.start, l.altstack.start - 1] {
+                assert_eq!(protection_at(addr), "---p", "round {round}: {addr:#x} under the altstack of {l:#x?}");
+            }
+            assert_eq!(protection_at(l.altstack.start), "rw-p");
+        }
+        threads.iter().for_each(|_| gate_tx.send(()).unwrap());
+        threads.into_iter().for_each(|h| h.join().unwrap());
+    }
+}
+
+/// How deep the SIGUSR1 handler below recurses, in 1 KiB frames.
+static OVERRUN_FRAMES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn overrun(frames: usize) -> u8 {
+    let mut buf = [0u8; 1024];
+    buf.fill(frames as u8);
+    let below = if frames > 0 { overrun(frames - 1) } else { 0 };
+    black_box(&buf)[0].wrapping_add(below)
+}
+
+extern "C" fn overrunning_handler(_: libc::c_int) {
+    black_box(overrun(OVERRUN_FRAMES.load(Ordering::Relaxed)));
+}
+
+/// A signal handler that overruns the alternate signal stack by 8 KiB (a
+/// crash reporter's, nested `SA_ONSTACK` handlers) faults in the guard
+/// under it, and the process dies by SIGSEGV. Without that guard it would
+/// have written, unnoticed, into the mapping below the region: here the
+/// TCB of another thread, checked byte for byte should the process live on.
+#[test]
+fn overrunning_the_altstack_faults_before_the_neighbour() {
+    if in_child("overrunning_the_altstack_faults_before_the_neighbour") {
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let (_ready_tx, ready_rx) = mpsc::channel::<()>();
+        // The victim is mapped first; the neighbour, mapped next, lies
+        // right below it (mmap hands out addresses top-down).
+        let victim = Builder::new()
+            .stack_size(96 << 10)
+            .spawn(move || {
+                go_rx.recv().unwrap();
+                // SAFETY: a handler that only recurses on its (alternate)
+                // stack; raised in this thread alone.
+                unsafe {
+                    let mut action: libc::sigaction = std::mem::zeroed();
+                    action.sa_sigaction = overrunning_handler as *const () as usize;
+                    action.sa_flags = libc::SA_ONSTACK;
+                    assert_eq!(libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()), 0);
+                    libc::raise(libc::SIGUSR1);
+                }
+            })
+            .unwrap();
+        let neighbour = Builder::new()
+            .stack_size(64 << 10)
+            .spawn(move || {
+                let _ = ready_rx.recv();
+            })
+            .unwrap();
+        let (v, n) = (victim.layout(), neighbour.layout());
+        assert_eq!(n.region.end, v.region.start, "the neighbour lies right below: {n:#x?} {v:#x?}");
+        OVERRUN_FRAMES.store(v.altstack.len() / 1024 + 8, Ordering::Relaxed);
+        // SAFETY: the neighbour's TCB, which it does not write while it
+        // waits; read while the process lives.
+        let tcb = || unsafe { std::slice::from_raw_parts(n.tcb.start as *const u8, n.tcb.len()).to_vec() };
+        let before = tcb();
+        go_tx.send(()).unwrap();
+        victim.join().unwrap();
+        let touched = before != tcb();
+        println!("the handler returned; the neighbour's TCB was {}", if touched { "overwritten" } else { "untouched" });
+        std::io::Write::flush(&mut std::io::stdout()).unwrap();
+        // Leave at once: woken, a neighbour with an overwritten TCB would
+        // crash the process and hide that the handler returned.
+        // SAFETY: ends the child process.
+        unsafe { libc::_exit(0) };
+    }
+    let out = run_child("overrunning_the_altstack_faults_before_the_neighbour", &[]);
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGSEGV),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
