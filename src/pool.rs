@@ -15,8 +15,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::glibc::Block;
+use crate::join;
 use crate::region::Plan;
-use crate::sys;
 
 /// Bounds on the regions kept for reuse. Set them with [`set_pool_limits`];
 /// `PoolLimits { regions: 0, bytes: 0 }` turns reuse off.
@@ -72,7 +72,7 @@ pub fn set_pool_limits(limits: PoolLimits) -> PoolLimits {
     }
     drop(pool);
     for block in excess {
-        sys::wait_for_exit(block.tid_word());
+        join::wait_for_exit(block.tid_word());
         drop(block);
     }
     old

@@ -27,8 +27,8 @@ use std::ptr;
 
 use libc::{c_int, c_void, pid_t};
 
+use crate::clone;
 use crate::glibc::{self, Glibc};
-use crate::sys;
 
 /// Process factory: options for the new process, then [`Builder::spawn`].
 #[derive(Debug, Default)]
@@ -81,7 +81,7 @@ impl Builder {
             report: report.as_ref().map(|(_, w)| w.as_raw_fd()),
         });
         let mut pidfd: c_int = -1;
-        let request = sys::CloneRequest {
+        let request = clone::CloneRequest {
             // A pidfd to wait on: race-free, unlike a pid that may be reused.
             flags: libc::CLONE_PIDFD as u64,
             // A process: the parent is told of its end by SIGCHLD, and it
@@ -97,7 +97,7 @@ impl Builder {
         };
         // SAFETY: no CLONE_VM: the child runs on its own copy of this
         // stack, where `start` is; process_main never returns.
-        let cloned = unsafe { sys::clone(&request) };
+        let cloned = unsafe { clone::clone(&request) };
         // The closure went to the child as a copy; this one is ours to drop.
         // SAFETY: `start` is not used again.
         unsafe { ManuallyDrop::drop(&mut start) };
@@ -163,10 +163,7 @@ struct ProcessStart<F> {
 unsafe extern "C" fn process_main<F: FnOnce() -> i32>(start: *mut c_void) -> ! {
     // SAFETY: the parent's value, copied with its memory; read once.
     let ProcessStart { f, glibc, setsid, process_group, report } = unsafe { start.cast::<ProcessStart<F>>().read() };
-    // As glibc's fork does: this thread's TCB still holds the parent's tid,
-    // which recursive locks and raise() use.
-    // SAFETY: gettid has no preconditions; the word is this thread's own.
-    glibc.tid_word(glibc::current_tp()).store(unsafe { libc::gettid() }, std::sync::atomic::Ordering::Relaxed);
+    glibc::refresh_tid(glibc);
     let failed = if setsid {
         // SAFETY: plain syscall wrapper.
         (unsafe { libc::setsid() }) < 0

@@ -15,7 +15,7 @@ use memmap2::{MmapMut, MmapOptions};
 use crate::lazy::LazyUsize;
 
 /// Where a thread's pieces lie in its region: addresses in this process,
-/// low to high, as drawn at [`Plan::new`]. For people studying how a
+/// low to high, as drawn beside `Plan::new` in `src/region.rs`. For people studying how a
 /// thread is made (see `examples/anatomy.rs`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ThreadLayout {

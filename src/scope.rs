@@ -6,30 +6,18 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::{self, Result};
+use std::thread::Result;
 
-use crate::thread::{Builder, Running, spawn_failed};
+use crate::life::{self, Latch, Options, Running};
 
 /// What a scope and its threads share.
-pub(crate) struct ScopeData {
-    /// Threads whose closure has not finished yet.
-    running: AtomicUsize,
-    /// The thread that waits in [`scope`], woken when `running` drops to 0.
-    owner: thread::Thread,
+struct ScopeData {
+    /// Threads whose closure has not returned yet; wakes the thread that
+    /// waits in [`scope`] when the last one does.
+    latch: Arc<Latch>,
     /// Threads whose handles were dropped unjoined: `scope` joins them.
     unjoined: Mutex<Vec<Running>>,
-}
-
-impl ScopeData {
-    /// Called by a scoped thread once its closure returned and its result
-    /// is stored; after this it touches nothing the scope borrows.
-    pub(crate) fn thread_done(&self) {
-        if self.running.fetch_sub(1, Ordering::Release) == 1 {
-            self.owner.unpark();
-        }
-    }
 }
 
 /// A scope to spawn scoped threads in, as [`std::thread::Scope`].
@@ -56,20 +44,14 @@ where
     F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> T,
 {
     let scope = Scope {
-        data: Arc::new(ScopeData {
-            running: AtomicUsize::new(0),
-            owner: thread::current(),
-            unjoined: Mutex::new(Vec::new()),
-        }),
+        data: Arc::new(ScopeData { latch: Arc::new(Latch::new()), unjoined: Mutex::new(Vec::new()) }),
         scope: PhantomData,
         env: PhantomData,
     };
     let result = panic::catch_unwind(AssertUnwindSafe(|| f(&scope)));
 
     // First every closure (even those whose handles were leaked)...
-    while scope.data.running.load(Ordering::Acquire) != 0 {
-        thread::park();
-    }
+    scope.data.latch.wait();
     // ...then every thread whose handle was dropped: its result may borrow
     // from 'scope, so it is dropped here, not later. Dropping a result may
     // drop handles it held, which join the list: go on until it is empty.
@@ -101,38 +83,36 @@ impl<'scope> Scope<'scope, '_> {
     /// Spawns a scoped thread, as [`std::thread::Scope::spawn`].
     ///
     /// # Panics
-    /// If the thread cannot be created; [`Builder::spawn_scoped`] returns
-    /// the error.
+    /// If the thread cannot be created; [`crate::Builder::spawn_scoped`]
+    /// returns the error.
     pub fn spawn<F, T>(&'scope self, f: F) -> ScopedJoinHandle<'scope, T>
     where
         F: FnOnce() -> T + Send + 'scope,
         T: Send + 'scope,
     {
-        Builder::new().spawn_scoped(self, f).unwrap_or_else(|e| spawn_failed(e))
+        spawn_in(self, Options::default(), f).unwrap_or_else(|e| life::spawn_failed(e))
     }
 }
 
-impl Builder {
-    /// Spawns a scoped thread with this builder's settings, as
-    /// [`std::thread::Builder::spawn_scoped`].
-    pub fn spawn_scoped<'scope, 'env, F, T>(
-        self,
-        scope: &'scope Scope<'scope, 'env>,
-        f: F,
-    ) -> io::Result<ScopedJoinHandle<'scope, T>>
-    where
-        F: FnOnce() -> T + Send + 'scope,
-        T: Send + 'scope,
-    {
-        scope.data.running.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: `scope` waits for this closure and joins this thread
-        // before 'scope ends, so nothing it borrows outlives its use.
-        match unsafe { self.spawn_unchecked(f, Some(scope.data.clone())) } {
-            Ok(running) => Ok(ScopedJoinHandle { running: Some(running), scope: &scope.data, _result: PhantomData }),
-            Err(e) => {
-                scope.data.running.fetch_sub(1, Ordering::Relaxed);
-                Err(e)
-            }
+/// Spawns a scoped thread with these settings in `scope` (what
+/// [`crate::Builder::spawn_scoped`] does).
+pub(crate) fn spawn_in<'scope, F, T>(
+    scope: &'scope Scope<'scope, '_>,
+    options: Options,
+    f: F,
+) -> io::Result<ScopedJoinHandle<'scope, T>>
+where
+    F: FnOnce() -> T + Send + 'scope,
+    T: Send + 'scope,
+{
+    scope.data.latch.add();
+    // SAFETY: `scope` waits for this closure and joins this thread before
+    // 'scope ends, so nothing it borrows outlives its use.
+    match unsafe { life::spawn(options, f, Some(scope.data.latch.clone())) } {
+        Ok(running) => Ok(ScopedJoinHandle { running: Some(running), scope: &scope.data, _result: PhantomData }),
+        Err(e) => {
+            scope.data.latch.thread_done();
+            Err(e)
         }
     }
 }
@@ -185,6 +165,6 @@ impl<T> fmt::Debug for ScopedJoinHandle<'_, T> {
 
 impl fmt::Debug for Scope<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Scope").field("running", &self.data.running.load(Ordering::Relaxed)).finish_non_exhaustive()
+        f.debug_struct("Scope").field("running", &self.data.latch.running()).finish_non_exhaustive()
     }
 }

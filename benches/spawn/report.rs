@@ -356,7 +356,7 @@ pub(crate) fn results_json(r: &Results, meta: &Meta, plan: &Plan) -> Value {
             "date": meta.date,
             "mode": meta.mode,
             "pinned_cpu": meta.pin,
-            "clock": "CLOCK_MONOTONIC (rawthread::now_ns), ns, reported in us",
+            "clock": "CLOCK_MONOTONIC (rawthread::bench::now_ns), ns, reported in us",
             "clone3": rawthread::uses_clone3(),
             "machine": {
                 "cpus_online": m.cpus_online, "cpus_usable": m.cpus_usable, "cpu_model": m.cpu_model,

@@ -1,8 +1,9 @@
-//! The kernel floor, for the benchmark: the least a thread can cost — one
-//! `clone` on a stack made once, no TLS, no thread block, no signal
-//! masking — whose child stamps the clock and exits. Not public API: it
-//! exists so that `cargo bench` can show how far each real way of making a
-//! thread is from what the kernel alone charges.
+//! The benchmark's fixtures, built only with the `bench` feature (which
+//! the crate's own benchmarks enable): the kernel floor, the least a thread
+//! can cost — one `clone` on a stack made once, no TLS, no thread block, no
+//! signal masking — whose child stamps the clock and exits, and that clock.
+//! They let `cargo bench` show how far each real way of making a thread is
+//! from what the kernel alone charges; they are no part of the thread API.
 
 use std::io;
 use std::ptr;
@@ -10,11 +11,16 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 use memmap2::{MmapMut, MmapOptions};
 
-use crate::sys::{self, now_ns};
+use crate::{clone, join, sys};
+
+/// CLOCK_MONOTONIC in nanoseconds: the benchmark's one clock, which the
+/// floor thread (with no TLS of its own) can read too.
+pub fn now_ns() -> u64 {
+    sys::now_ns()
+}
 
 /// A reusable 64 KiB stack and the tid word of the one floor thread that
 /// may run on it at a time. Dropping it joins that thread first.
-#[doc(hidden)]
 pub struct KernelFloor {
     stack: MmapMut,
     tid: Box<AtomicI32>,
@@ -28,6 +34,7 @@ unsafe extern "C" fn floor_main(stamp: *mut libc::c_void) -> ! {
 }
 
 impl KernelFloor {
+    /// Maps the stack.
     pub fn new() -> io::Result<KernelFloor> {
         Ok(KernelFloor {
             stack: MmapOptions::new().len(64 << 10).stack().map_anon()?,
@@ -38,13 +45,20 @@ impl KernelFloor {
     /// Starts the floor thread, which stores CLOCK_MONOTONIC into `stamp`
     /// and exits; returns when `clone` does. (`'static`: the thread may
     /// outlive any borrow, up to the next `join`.)
-    pub fn spawn(&mut self, stamp: &'static AtomicU64) -> io::Result<()> {
+    ///
+    /// # Safety
+    /// The floor thread runs on the caller's thread pointer, sharing its
+    /// TLS: no signal handler that touches TLS (or anything else the
+    /// caller's thread owns) may run on it, so the caller must keep every
+    /// signal with such a handler blocked or away from the process until
+    /// [`KernelFloor::join`] returns.
+    pub unsafe fn spawn(&mut self, stamp: &'static AtomicU64) -> io::Result<()> {
         assert_eq!(self.tid.load(Ordering::Acquire), 0, "join the floor thread before the next spawn");
         let low = self.stack.as_mut_ptr() as usize;
-        let request = sys::CloneRequest {
+        let request = clone::CloneRequest {
             // A thread like the others, minus CLONE_SETTLS: it keeps our
             // %fs and must not touch TLS.
-            flags: sys::THREAD_FLAGS & !(libc::CLONE_SETTLS as u64),
+            flags: clone::THREAD_FLAGS & !(libc::CLONE_SETTLS as u64),
             exit_signal: 0,
             stack_low: low,
             stack_top: low + self.stack.len(),
@@ -55,13 +69,14 @@ impl KernelFloor {
             arg: ptr::from_ref(stamp).cast_mut().cast(),
         };
         // SAFETY: a mapped stack nobody else uses (tid 0: the last floor
-        // thread is gone); floor_main touches neither TLS nor our stack.
-        unsafe { sys::clone(&request) }.map(drop)
+        // thread is gone); floor_main touches neither TLS nor our stack,
+        // and the caller keeps TLS-touching handlers off it.
+        unsafe { clone::clone(&request) }.map(drop)
     }
 
     /// Waits until the floor thread has exited.
     pub fn join(&self) {
-        sys::wait_for_exit(&self.tid);
+        join::wait_for_exit(&self.tid);
     }
 }
 

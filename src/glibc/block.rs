@@ -1,0 +1,192 @@
+//! The thread block of one region: built in the creator (TLS from every
+//! module's image, the TCB header glibc reads), renewed for the next thread
+//! when a region is reused, and freed.
+
+use std::alloc::Layout;
+use std::ffi::c_void;
+use std::io;
+use std::mem::ManuallyDrop;
+use std::ptr;
+use std::sync::atomic::AtomicI32;
+
+use super::handover::malloc_states;
+use super::layout::*;
+use crate::region::{Plan, Region, ThreadLayout};
+use crate::sys;
+
+/// A region whose glibc thread block is initialised. Dropping it frees the
+/// DTV and dynamic TLS, keeps its malloc state for a later thread, and unmaps
+/// the region: only do that once the thread is gone (its tid word reads 0)
+/// or was never started.
+pub(crate) struct Block {
+    region: Region,
+    glibc: &'static Glibc,
+}
+
+impl Block {
+    /// Fills the thread block of a freshly mapped (zeroed) region, in the
+    /// creating thread. On error nothing is left allocated.
+    pub(crate) fn new(glibc: &'static Glibc, region: Region) -> io::Result<Block> {
+        let tp = region.tp();
+        // Every module's TLS from its init image (never a copy of this
+        // thread's live TLS, which would share its malloc cache and its
+        // `thread::current()`), `.tbss` zeroed, and a fresh DTV.
+        // SAFETY: tp has static_size bytes below it and tcb_size above it,
+        // all zero, in memory we own.
+        if unsafe { (glibc.allocate_tls)(tp as *mut c_void) }.is_null() {
+            return Err(io::Error::from_raw_os_error(libc::ENOMEM));
+        }
+        // Adopt the malloc state of a thread whose region was unmapped.
+        if let Some(state) = malloc_states().pop() {
+            // SAFETY: the words lie inside this region's static TLS.
+            unsafe { glibc.probed.malloc.write(tp, &state) };
+        }
+        // SAFETY: the block is ours alone until clone.
+        unsafe { write_header(glibc, &region) };
+        Ok(Block { region, glibc })
+    }
+
+    pub(crate) fn region(&self) -> &Region {
+        &self.region
+    }
+
+    pub(crate) fn tid_word(&self) -> &AtomicI32 {
+        // SAFETY: the block owns its region, mapped while `self` lives.
+        unsafe { self.glibc.tid_word(self.region.tp()) }
+    }
+
+    pub(crate) fn layout(&self) -> ThreadLayout {
+        self.region.layout(self.glibc.tid)
+    }
+
+    /// The plan of this block's region for a thread with this guard, stack
+    /// size and record, if they fit in it.
+    pub(crate) fn replan(&self, guard: usize, stack: usize, record: Layout) -> Option<Plan> {
+        self.region.replan(&self.glibc.geometry(), guard, stack, record)
+    }
+
+    /// Makes the block of a finished thread new for the next one, laid out
+    /// by `plan` (from [`Block::replan`]): fresh TLS for every module, a
+    /// zeroed TCB, the malloc state kept in place. On error the region is
+    /// unmapped.
+    pub(crate) fn renew(self, plan: Plan) -> io::Result<Block> {
+        let this = ManuallyDrop::new(self);
+        let glibc = this.glibc;
+        let tp = this.region.tp();
+        // SAFETY: the thread that used this block has exited (tid word 0);
+        // its DTV and dynamic TLS are freed as glibc frees a cached stack's.
+        let kept = unsafe {
+            let kept = glibc.probed.malloc.read(tp);
+            (glibc.deallocate_tls)(tp as *mut c_void, false);
+            ptr::write_bytes(tp as *mut u8, 0, glibc.tcb_size);
+            ptr::write_bytes(this.region.resolver() as *mut u8, 0, RES_STATE_SIZE);
+            kept
+        };
+        // SAFETY: moved out of a ManuallyDrop that is not used again.
+        let mut region = unsafe { ptr::read(&this.region) };
+        region.refit(plan);
+        // SAFETY: as in init_block: zeroed TCB, static TLS ours alone.
+        if unsafe { (glibc.allocate_tls)(tp as *mut c_void) }.is_null() {
+            // Keep the malloc state for a later thread, then unmap.
+            malloc_states().push(kept);
+            drop(region);
+            return Err(io::Error::from_raw_os_error(libc::ENOMEM));
+        }
+        // SAFETY: the block is ours alone until clone.
+        unsafe {
+            glibc.probed.malloc.write(tp, &kept);
+            write_header(glibc, &region);
+        }
+        Ok(Block { region, glibc })
+    }
+
+    /// The last act of a detached thread that frees its own region: frees
+    /// its DTV, leaves its malloc state for a later thread and unmaps the
+    /// region it runs on. After the malloc state is handed over this thread
+    /// must not allocate: the next owner may already use that cache.
+    ///
+    /// # Safety
+    /// The caller is the thread this block belongs to, with every
+    /// destructor already run, and nobody else owns the block.
+    pub(crate) unsafe fn unmap_and_exit(self) -> ! {
+        let this = ManuallyDrop::new(self);
+        let glibc = this.glibc;
+        let tp = this.region.tp();
+        if glibc.rseq_len != 0 {
+            sys::rseq_unregister(glibc.rseq_area(tp) as *mut c_void, glibc.rseq_len);
+        }
+        let mut states = malloc_states();
+        // Allocate now, while this thread still owns its malloc cache.
+        states.reserve(1);
+        // SAFETY: our own block; from here on only static TLS is used.
+        unsafe {
+            (glibc.deallocate_tls)(tp as *mut c_void, false);
+            states.push(glibc.probed.malloc.read(tp));
+        }
+        drop(states);
+        // SAFETY: moved out of a ManuallyDrop that is not used again.
+        let (base, len) = unsafe { ptr::read(&this.region) }.into_raw();
+        // SAFETY: our own region, which nobody else owns.
+        unsafe { sys::unmap_and_exit(base, len) }
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        let tp = self.region.tp();
+        // SAFETY: the owner guarantees the thread is gone. glibc re-reads
+        // the DTV from the TCB (the thread may have grown it) and frees it
+        // with every dynamic TLS block; `false`: the TCB is not malloc'd.
+        unsafe { (self.glibc.deallocate_tls)(tp as *mut c_void, false) };
+        // SAFETY: as above.
+        let state = unsafe { self.glibc.probed.malloc.read(tp) };
+        if state != self.glibc.probed.malloc.fresh {
+            malloc_states().push(state);
+        }
+    }
+}
+
+/// The TCB header and the fields glibc reads from a running thread.
+///
+/// # Safety
+/// The region's TCB has initialised TLS and is ours alone until clone.
+unsafe fn write_header(glibc: &Glibc, region: &Region) {
+    let tp = region.tp();
+    let me = current_tp();
+    // SAFETY: `tp` and `me` are both TCBs of at least tcb_size bytes.
+    unsafe {
+        // tcb and self must be tp: TLS access and pthread_self read them.
+        *at::<usize>(tp, TCB_TCB) = tp;
+        *at::<usize>(tp, TCB_SELF) = tp;
+        // Makes the thread's own atomics take the lock prefix (malloc's
+        // fastbins read it).
+        *at::<i32>(tp, TCB_MULTIPLE_THREADS) = 1;
+        // Process-wide secrets every thread carries: the stack-protector
+        // canary, the pointer-mangling key (setjmp, atexit), CET state.
+        *at::<usize>(tp, TCB_STACK_GUARD) = *at::<usize>(me, TCB_STACK_GUARD);
+        *at::<usize>(tp, TCB_POINTER_GUARD) = *at::<usize>(me, TCB_POINTER_GUARD);
+        *at::<u32>(tp, TCB_FEATURE_1) = *at::<u32>(me, TCB_FEATURE_1);
+        // An empty list node: fork() in this thread unlinks it from
+        // glibc's thread lists in the child.
+        let list = tp + glibc.list;
+        *at::<[usize; 2]>(tp, glibc.list) = [list, list];
+        // pthread_{get,set}specific use the in-TCB first block directly,
+        // but destructors reach it through specific[0].
+        *at::<usize>(tp, glibc.specific) = tp + glibc.specific - KEY_L2 * size_of::<KeyData>();
+        // sched_getcpu() reads rseq's cpu_id: "not yet" if we will
+        // register, "never" if glibc itself does not use rseq.
+        if glibc.rseq_offset != 0 {
+            let state = if glibc.rseq_len != 0 { RSEQ_CPU_ID_UNINITIALIZED } else { RSEQ_CPU_ID_REGISTRATION_FAILED };
+            *((glibc.rseq_area(tp) + RSEQ_CPU_ID) as *mut i32) = state;
+        }
+        // The resolver's per-thread state (glibc keeps it in struct
+        // pthread at an unexported offset; ours sits below the TLS).
+        *glibc.resp_slot(tp) = region.resolver();
+        // The usable stack, for glibc's alloca limit and
+        // pthread_getattr_np (which reports [stackblock, +size)).
+        let stackblock = glibc.probed.stackblock;
+        let stack = region.stack();
+        *at::<usize>(tp, stackblock) = stack.start;
+        *at::<usize>(tp, stackblock + 8) = stack.len();
+    }
+}

@@ -1,0 +1,120 @@
+//! What a raw thread does first and last, on its own stack and TLS: what
+//! glibc's `start_thread` does for a pthread around its start routine.
+
+use std::ffi::c_void;
+use std::ptr;
+
+use super::layout::*;
+use crate::sys;
+
+/// First steps in the new thread, on its own stack and TLS.
+///
+/// # Safety
+/// Must be called by the thread whose block is at `tp`, first thing.
+pub(crate) unsafe fn enter(g: &Glibc, tp: usize) {
+    if g.rseq_len != 0 {
+        let area = g.rseq_area(tp);
+        // SAFETY: the area is inside this thread's TCB, which outlives it.
+        if !unsafe { sys::rseq_register(area as *mut c_void, g.rseq_len) } {
+            // SAFETY: as above.
+            unsafe { *((area + RSEQ_CPU_ID) as *mut i32) = RSEQ_CPU_ID_REGISTRATION_FAILED };
+        }
+    }
+    // The locale's ctype tables are per-thread TLS pointers that start
+    // out null: isalpha() and friends would fault.
+    // SAFETY: plain glibc initialiser for the calling thread.
+    unsafe { (g.ctype_init)() };
+}
+
+/// Last steps in the thread, after its closure: what glibc's
+/// `start_thread` does before the thread's exit.
+///
+/// # Safety
+/// Must be called by the thread whose block is at `tp`, once, last.
+pub(crate) unsafe fn leave(g: &Glibc, tp: usize) {
+    // thread_local! values with Drop (registered through
+    // __cxa_thread_atexit_impl).
+    // SAFETY: glibc's own exit path calls it the same way.
+    unsafe { (g.call_tls_dtors)() };
+    // SAFETY: we are that thread, and its keys are ours to run.
+    unsafe { run_key_destructors(g, tp) };
+    // SAFETY: our own TCB's slot, which write_header pointed at our
+    // resolver state.
+    let res = unsafe { *g.resp_slot(tp) };
+    // SAFETY: our res_state; a non-zero nscount means res_ninit opened
+    // sockets and allocated name-server addresses, which glibc's own
+    // thread exit closes and frees the same way.
+    if unsafe { *((res + RES_NSCOUNT) as *const i32) } != 0 {
+        // SAFETY: as above; `true`: free the addresses too.
+        unsafe { (g.res_iclose)(res as *mut c_void, true) };
+    }
+    // The rest of what glibc's thread clean-up frees, but malloc's
+    // state, which is handed on: the buffers strerror and strsignal
+    // made for unknown numbers, freed as glibc frees them ...
+    for buf in [g.probed.strerror_buf, g.probed.strsignal_buf] {
+        // SAFETY: our own TCB; the word holds null or a malloc'd string
+        // nobody may use after the thread.
+        unsafe { libc::free(std::mem::replace(&mut *at::<*mut c_void>(tp, buf), ptr::null_mut())) };
+    }
+    // ... and the last dlerror() message: a message not yet read is
+    // marked read by the first call and freed by the next.
+    // SAFETY: dlerror has no preconditions.
+    while !unsafe { libc::dlerror() }.is_null() {}
+}
+
+/// pthread-key destructors, as glibc's `__nptl_deallocate_tsd` runs
+/// them: clear each value, call its key's destructor if the key is
+/// still the one the value was set for, repeat while destructors set
+/// new values (at most 4 rounds), then free the level-2 blocks.
+unsafe fn run_key_destructors(g: &Glibc, tp: usize) {
+    let specific = at::<[*mut KeyData; KEY_L1]>(tp, g.specific);
+    for _ in 0..KEY_DESTRUCTOR_ROUNDS {
+        let mut found = false;
+        for l1 in 0..KEY_L1 {
+            // SAFETY: reading our own TCB.
+            let level2 = unsafe { (*specific)[l1] };
+            if level2.is_null() {
+                continue;
+            }
+            for l2 in 0..KEY_L2 {
+                // SAFETY: level-2 blocks hold KEY_L2 records; glibc's
+                // key table holds KEY_L1 * KEY_L2 (checked at start-up).
+                unsafe {
+                    let slot = &mut *level2.add(l2);
+                    if slot.data.is_null() {
+                        continue;
+                    }
+                    let data = std::mem::replace(&mut slot.data, ptr::null_mut());
+                    found = true;
+                    let key = &*g.keys.add(l1 * KEY_L2 + l2);
+                    if slot.seq == key.seq
+                        && let Some(destr) = key.destr
+                    {
+                        destr(data);
+                    }
+                }
+            }
+        }
+        if !found {
+            break;
+        }
+    }
+    // Block 0 is inside the TCB; the others came from glibc's calloc.
+    for l1 in 1..KEY_L1 {
+        // SAFETY: our own TCB; the blocks were malloc'd by glibc.
+        unsafe {
+            let level2 = std::mem::replace(&mut (*specific)[l1], ptr::null_mut());
+            if !level2.is_null() {
+                libc::free(level2.cast());
+            }
+        }
+    }
+}
+
+/// In the child of a bare `clone` of a process, as glibc's `fork` does: the
+/// calling thread's TCB still holds the parent's tid, which recursive locks
+/// and `raise()` use.
+pub(crate) fn refresh_tid(g: &Glibc) {
+    // SAFETY: the calling thread's own TCB; gettid has no preconditions.
+    unsafe { g.tid_word(current_tp()).store(libc::gettid(), std::sync::atomic::Ordering::Relaxed) };
+}

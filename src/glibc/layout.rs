@@ -1,0 +1,339 @@
+//! What rawthread knows of this glibc's private layout: every private
+//! symbol and offset, looked up once with `dlsym` (the offsets from the
+//! descriptors glibc exports for libthread_db) and checked against the
+//! calling thread, which glibc made, before the first raw thread exists. A
+//! missing symbol or a failed check is an `Unsupported` error from the
+//! first spawn, never a crash.
+
+use std::ffi::{CStr, c_void};
+use std::io;
+use std::sync::atomic::AtomicI32;
+
+use super::handover::MallocWords;
+use crate::region::BlockGeometry;
+use crate::sys;
+
+/// Fixed x86_64 `tcbhead_t` offsets: ABI, since compilers emit `%fs:0x28`
+/// for the stack protector.
+pub(super) const TCB_TCB: usize = 0x00;
+pub(super) const TCB_SELF: usize = 0x10;
+pub(super) const TCB_MULTIPLE_THREADS: usize = 0x18;
+pub(super) const TCB_STACK_GUARD: usize = 0x28;
+pub(super) const TCB_POINTER_GUARD: usize = 0x30;
+pub(super) const TCB_FEATURE_1: usize = 0x48;
+
+/// glibc's per-thread `pthread_getspecific` storage: 32 level-2 blocks of 32
+/// keys; the first block lives inside `struct pthread`, just before the
+/// `specific` array of pointers.
+pub(super) const KEY_L1: usize = 32;
+pub(super) const KEY_L2: usize = 32;
+/// glibc's `PTHREAD_DESTRUCTOR_ITERATIONS`.
+pub(super) const KEY_DESTRUCTOR_ROUNDS: usize = 4;
+
+/// `struct pthread_key_data` and `struct pthread_key_struct`: `{seq, ptr}`.
+/// Checked against glibc's descriptors at start-up.
+#[repr(C)]
+pub(super) struct KeyData {
+    pub(super) seq: usize,
+    pub(super) data: *mut c_void,
+}
+#[repr(C)]
+pub(super) struct KeyStruct {
+    pub(super) seq: usize,
+    pub(super) destr: Option<unsafe extern "C" fn(*mut c_void)>,
+}
+
+/// `struct __res_state` is 568 bytes on x86_64; `nscount` is at 16.
+pub(super) const RES_STATE_SIZE: usize = 576; // 568 rounded up to 64
+pub(super) const RES_NSCOUNT: usize = 16;
+
+/// rseq `cpu_id` values glibc uses before and instead of registration.
+pub(super) const RSEQ_CPU_ID_UNINITIALIZED: i32 = -1;
+pub(super) const RSEQ_CPU_ID_REGISTRATION_FAILED: i32 = -2;
+/// The rseq area's `cpu_id` field.
+pub(super) const RSEQ_CPU_ID: usize = 4;
+
+/// Everything looked up once.
+pub(crate) struct Glibc {
+    /// `_dl_get_tls_static_info`: static TLS size (TCB included) and align.
+    pub(super) static_size: usize,
+    pub(super) static_align: usize,
+    /// `sizeof(struct pthread)`.
+    pub(super) tcb_size: usize,
+    /// Offsets inside `struct pthread`.
+    pub(super) tid: usize,
+    pub(super) list: usize,
+    pub(super) specific: usize,
+    /// `__pthread_keys[1024]`.
+    pub(super) keys: *const KeyStruct,
+    /// `__rseq_offset` (from tp) and the length to register (0: glibc did
+    /// not register rseq for its own threads, so neither do we).
+    pub(super) rseq_offset: isize,
+    pub(super) rseq_len: u32,
+    /// The `__resp` TLS slot's offset from tp.
+    pub(super) resp: isize,
+    /// libc's own TLS block (its `.tdata` and `.tbss`): its distance below
+    /// tp and its length.
+    pub(super) libc_tls_below_tp: usize,
+    pub(super) libc_tls_len: usize,
+    /// Whether `malloc` is glibc's own, not one that replaces it (an
+    /// `LD_PRELOAD`ed or linked-in allocator, valgrind's), whose per-thread
+    /// state is its own.
+    pub(super) glibc_malloc: bool,
+    pub(super) allocate_tls: unsafe extern "C" fn(*mut c_void) -> *mut c_void,
+    pub(super) deallocate_tls: unsafe extern "C" fn(*mut c_void, bool),
+    pub(super) call_tls_dtors: unsafe extern "C" fn(),
+    pub(super) ctype_init: unsafe extern "C" fn(),
+    pub(super) res_iclose: unsafe extern "C" fn(*mut c_void, bool),
+    /// What the probe found in a thread glibc made (`probe.rs`).
+    pub(super) probed: Probed,
+}
+
+/// Where glibc keeps per-thread state that only a thread made by glibc
+/// shows, found by the probe (`probe.rs`).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Probed {
+    /// Offset of `stackblock` in `struct pthread` (`stackblock_size`
+    /// follows it).
+    pub(super) stackblock: usize,
+    /// The words of malloc's per-thread state.
+    pub(super) malloc: MallocWords,
+    /// Offsets in `struct pthread` of the buffers that `strerror` and
+    /// `strsignal` allocate for unknown numbers (its `tls_state`).
+    pub(super) strerror_buf: usize,
+    pub(super) strsignal_buf: usize,
+}
+
+// SAFETY: `keys` points at glibc's process-wide key table, which glibc itself
+// reads from every thread; everything else is plain data and fn pointers.
+unsafe impl Send for Glibc {}
+// SAFETY: as above; nothing changes after discovery.
+unsafe impl Sync for Glibc {}
+
+pub(super) fn unsupported(why: String) -> io::Error {
+    // SAFETY: gnu_get_libc_version returns a static NUL-terminated string.
+    let version = unsafe { CStr::from_ptr(gnu_get_libc_version()) };
+    io::Error::new(io::ErrorKind::Unsupported, format!("rawthread: {why} (glibc {})", version.to_string_lossy()))
+}
+
+unsafe extern "C" {
+    fn gnu_get_libc_version() -> *const libc::c_char;
+}
+
+fn dlsym(name: &CStr) -> Result<*mut c_void, String> {
+    // SAFETY: RTLD_DEFAULT and a NUL-terminated name are all dlsym needs.
+    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    if p.is_null() {
+        Err(format!("glibc symbol {name:?} not found (rawthread needs glibc >= 2.35 on x86_64)"))
+    } else {
+        Ok(p)
+    }
+}
+
+/// A glibc function looked up by name.
+///
+/// # Safety
+/// `F` must be the function's true type.
+unsafe fn function<F: Copy>(name: &CStr) -> Result<F, String> {
+    let p = dlsym(name)?;
+    // SAFETY: the caller names the function's real signature; F is a fn
+    // pointer, the same size as a data pointer.
+    Ok(unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) })
+}
+
+/// A `u32` glibc exports as data.
+fn read_u32(name: &CStr) -> Result<u32, String> {
+    // SAFETY: each name passed here is a glibc `u32` (or a u32 array).
+    Ok(unsafe { *(dlsym(name)? as *const u32) })
+}
+
+/// The byte offset of a `struct pthread` field from its libthread_db
+/// descriptor `{bits, count, offset}`.
+fn field_offset(name: &CStr) -> Result<usize, String> {
+    // SAFETY: `_thread_db_pthread_*` descriptors are `u32[3]`.
+    let d = unsafe { *(dlsym(name)? as *const [u32; 3]) };
+    Ok(d[2] as usize)
+}
+
+fn check(ok: bool, what: &str) -> Result<(), String> {
+    if ok { Ok(()) } else { Err(format!("glibc layout check failed: {what}")) }
+}
+
+/// The calling thread's thread pointer. On x86_64 glibc `pthread_self()`
+/// returns `header.self`, which is `tp` (checked in `discover`).
+pub(crate) fn current_tp() -> usize {
+    // SAFETY: pthread_self has no preconditions.
+    unsafe { libc::pthread_self() as usize }
+}
+
+/// The field of type `T` at `tp + off` (dereferencing it is the caller's
+/// unsafe step).
+pub(super) fn at<T>(tp: usize, off: usize) -> *mut T {
+    (tp + off) as *mut T
+}
+
+pub(super) fn discover() -> Result<Glibc, String> {
+    // SAFETY (for every `function` below): the signatures are glibc's:
+    // void _dl_get_tls_static_info(size_t *, size_t *); void *_dl_allocate_tls(void *);
+    // void _dl_deallocate_tls(void *, bool); void __call_tls_dtors(void);
+    // void __ctype_init(void).
+    let get_static: unsafe extern "C" fn(*mut usize, *mut usize) = unsafe { function(c"_dl_get_tls_static_info")? };
+    let (mut static_size, mut static_align) = (0, 0);
+    // SAFETY: two valid out-pointers.
+    unsafe { get_static(&mut static_size, &mut static_align) };
+    let (libc_tls_below_tp, libc_tls_len) = find_libc_tls()?;
+
+    let g = Glibc {
+        static_size,
+        static_align,
+        tcb_size: read_u32(c"_thread_db_sizeof_pthread")? as usize,
+        tid: field_offset(c"_thread_db_pthread_tid")?,
+        list: field_offset(c"_thread_db_pthread_list")?,
+        specific: field_offset(c"_thread_db_pthread_specific")?,
+        keys: dlsym(c"__pthread_keys")? as *const KeyStruct,
+        // SAFETY: public glibc 2.35 data: `const ptrdiff_t` and `const unsigned int`.
+        rseq_offset: unsafe { *(dlsym(c"__rseq_offset")? as *const isize) },
+        rseq_len: match read_u32(c"__rseq_size")? {
+            0 => 0,
+            // The kernel wants at least the original 32-byte struct rseq.
+            n => n.max(32),
+        },
+        // dlsym of a TLS symbol answers with the calling thread's copy.
+        resp: dlsym(c"__resp")? as isize - current_tp() as isize,
+        libc_tls_below_tp,
+        libc_tls_len,
+        glibc_malloc: same_object(dlsym(c"malloc")?, dlsym(c"gnu_get_libc_version")?) && !sys::running_on_valgrind(),
+        // SAFETY: see above.
+        allocate_tls: unsafe { function(c"_dl_allocate_tls")? },
+        // SAFETY: see above.
+        deallocate_tls: unsafe { function(c"_dl_deallocate_tls")? },
+        // SAFETY: see above.
+        call_tls_dtors: unsafe { function(c"__call_tls_dtors")? },
+        // SAFETY: see above.
+        ctype_init: unsafe { function(c"__ctype_init")? },
+        // SAFETY: see above; void __res_iclose(res_state, bool free_addr).
+        res_iclose: unsafe { function(c"__res_iclose")? },
+        probed: Probed::default(),
+    };
+
+    // Check every assumption against the calling thread, which glibc made.
+    let tp = current_tp();
+    check(g.static_align.is_power_of_two() && g.static_size >= g.tcb_size, "static TLS info")?;
+    check(g.tcb_size >= g.specific + KEY_L1 * size_of::<usize>(), "sizeof(struct pthread)")?;
+    check(
+        libc_tls_len <= LIBC_TLS_MAX
+            && libc_tls_below_tp <= static_size - g.tcb_size
+            && libc_tls_below_tp % size_of::<usize>() == 0,
+        "libc's TLS block lies in static TLS, word-aligned",
+    )?;
+    // SAFETY: tp is the calling thread's live TCB, at least tcb_size bytes.
+    unsafe {
+        check(*at::<usize>(tp, TCB_TCB) == tp && *at::<usize>(tp, TCB_SELF) == tp, "tcbhead_t tcb/self")?;
+        check(*at::<i32>(tp, g.tid) == libc::gettid(), "struct pthread tid")?;
+        check(
+            *at::<usize>(tp, g.specific) == tp + g.specific - KEY_L2 * size_of::<KeyData>(),
+            "specific[0] == specific_1stblock",
+        )?;
+    }
+    for (name, want) in [
+        (c"_thread_db_sizeof_pthread_key_data", size_of::<KeyData>()),
+        (c"_thread_db_sizeof_pthread_key_struct", size_of::<KeyStruct>()),
+    ] {
+        check(read_u32(name)? as usize == want, "pthread key record size")?;
+    }
+    for (name, want) in [
+        (c"_thread_db_pthread_key_data_seq", 0),
+        (c"_thread_db_pthread_key_data_data", 8),
+        (c"_thread_db_pthread_key_struct_seq", 0),
+        (c"_thread_db_pthread_key_struct_destr", 8),
+    ] {
+        check(field_offset(name)? == want, "pthread key field offset")?;
+    }
+    let keys = dlsym(c"_thread_db___pthread_keys")? as *const [u32; 3];
+    // SAFETY: a `u32[3]` descriptor.
+    check(unsafe { (*keys)[1] } as usize == KEY_L1 * KEY_L2, "PTHREAD_KEYS_MAX")?;
+
+    Ok(g)
+}
+
+/// Whether two symbols' addresses lie in the same loaded object.
+fn same_object(a: *mut c_void, b: *mut c_void) -> bool {
+    let base = |p| {
+        // SAFETY: dladdr only reads the loader's tables; zeroed is a valid
+        // Dl_info for it to fill.
+        let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        (unsafe { libc::dladdr(p, &mut info) } != 0).then_some(info.dli_fbase)
+    };
+    base(a).is_some_and(|a| Some(a) == base(b))
+}
+
+/// The largest libc TLS block [`probe`] compares word by word (208 bytes
+/// in glibc 2.36).
+pub(super) const LIBC_TLS_MAX: usize = 1024;
+
+/// Finds libc's own TLS block as the module whose block holds `errno`, and
+/// returns it as (distance below tp, length).
+fn find_libc_tls() -> Result<(usize, usize), String> {
+    struct Search {
+        errno: usize,
+        block: Option<(usize, usize)>,
+    }
+    unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _: usize, search: *mut c_void) -> libc::c_int {
+        // SAFETY: dl_iterate_phdr passes a valid info and our own pointer.
+        let (info, search) = unsafe { (&*info, &mut *search.cast::<Search>()) };
+        if info.dlpi_tls_data.is_null() {
+            return 0;
+        }
+        // SAFETY: the loader's program headers for this module.
+        let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum.into()) };
+        for ph in phdrs.iter().filter(|ph| ph.p_type == libc::PT_TLS) {
+            let block = info.dlpi_tls_data as usize;
+            if (block..block + ph.p_memsz as usize).contains(&search.errno) {
+                search.block = Some((block, ph.p_memsz as usize));
+                return 1;
+            }
+        }
+        0
+    }
+    // SAFETY: __errno_location has no preconditions.
+    let mut search = Search { errno: unsafe { libc::__errno_location() } as usize, block: None };
+    // SAFETY: `each` only reads what the loader hands it and writes `search`.
+    unsafe { libc::dl_iterate_phdr(Some(each), (&raw mut search).cast()) };
+    let (start, len) = search.block.ok_or("libc's TLS block (the one holding errno) not found")?;
+    Ok((current_tp().checked_sub(start).ok_or("libc's TLS block is not below the thread pointer")?, len))
+}
+
+impl Glibc {
+    /// The room the block needs in a [`Region`].
+    pub(crate) fn geometry(&self) -> BlockGeometry {
+        BlockGeometry {
+            static_tls: self.static_size - self.tcb_size,
+            resolver: RES_STATE_SIZE,
+            tcb: self.tcb_size,
+            align: self.static_align,
+        }
+    }
+
+    /// The word that holds the thread's tid while it lives and that the
+    /// kernel clears (and futex-wakes) when it exits.
+    ///
+    /// # Safety
+    /// `tp` is a thread block of this glibc's layout, mapped for as long as
+    /// the reference is held.
+    pub(super) unsafe fn tid_word(&self, tp: usize) -> &AtomicI32 {
+        // SAFETY: tid is an aligned i32 inside the TCB at `tp`, which the
+        // caller keeps mapped.
+        unsafe { AtomicI32::from_ptr(at(tp, self.tid)) }
+    }
+
+    /// The thread's rseq area, inside its TCB.
+    pub(super) fn rseq_area(&self, tp: usize) -> usize {
+        tp.wrapping_add_signed(self.rseq_offset)
+    }
+
+    /// The `__resp` slot: where the thread's resolver state is.
+    pub(super) fn resp_slot(&self, tp: usize) -> *mut usize {
+        tp.wrapping_add_signed(self.resp) as *mut usize
+    }
+}

@@ -1,0 +1,299 @@
+//! The probe: the one pthread rawthread makes, which finds in a thread
+//! glibc made what no exported descriptor gives, and checks the hand-over
+//! of malloc's state before any raw thread relies on it.
+
+use std::ffi::c_void;
+use std::io;
+use std::ptr;
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use memmap2::MmapOptions;
+
+use super::handover::MALLOC_WORDS_MAX;
+use super::layout::{Glibc, LIBC_TLS_MAX, Probed, at, current_tp, unsupported};
+
+/// The one pthread rawthread ever makes, at the first spawn: it finds, in a
+/// thread glibc made, what no exported descriptor gives.
+///
+/// * Where `struct pthread` keeps `stackblock` and `stackblock_size`: the
+///   pthread runs on a stack of ours, and we look for that stack's address
+///   and size in its TCB. glibc reads these two words in every thread:
+///   `alloca` limits (a quarter of the stack, at most 64 KiB; with 0 there,
+///   64 KiB on any stack, and small stacks overflow inside `printf`) and
+///   `pthread_getattr_np`.
+/// * malloc's per-thread state ([`find_malloc_state`]), and a check that
+///   handing it to another thread hands on its cache ([`check_malloc_state`]).
+/// * Where `struct pthread` keeps the buffers that `strerror` and
+///   `strsignal` allocate for unknown numbers, which glibc frees at a
+///   thread's exit: the words of the TCB holding the pointers they return.
+///
+/// The same pthread puts glibc in multi-threaded mode the only way that
+/// sets *all* of its state (`__libc_single_threaded`, its SIGCANCEL and
+/// SIGSETXID handlers, stdio locks, `multiple_threads` in this thread).
+/// Writing the public flag by hand would make malloc lock, but would leave
+/// a later real `pthread_create` skipping the handler set-up, and the next
+/// `setuid()` kills the process with signal 33.
+pub(super) fn probe(glibc: &Glibc) -> io::Result<Probed> {
+    const SIZE: usize = 256 << 10;
+    /// What the pthread found: its tp, the offsets, the chunks it freed.
+    type Report = (usize, Result<Probed, &'static str>, Freed);
+    struct Probe<'a> {
+        glibc: &'a Glibc,
+        /// The report, once made; then whether the creator has checked
+        /// its malloc state (until then the pthread waits, keeping that
+        /// state alive and unused).
+        stage: Mutex<(Option<Report>, bool)>,
+        turn: Condvar,
+    }
+    impl Probe<'_> {
+        fn lock(&self) -> MutexGuard<'_, (Option<Report>, bool)> {
+            self.stage.lock().unwrap_or_else(|e| e.into_inner())
+        }
+        fn wait<'a>(&self, stage: MutexGuard<'a, (Option<Report>, bool)>) -> MutexGuard<'a, (Option<Report>, bool)> {
+            self.turn.wait(stage).unwrap_or_else(|e| e.into_inner())
+        }
+    }
+    extern "C" fn run(probe: *mut c_void) -> *mut c_void {
+        // SAFETY: the creator's `Probe`, alive until it has joined us.
+        let probe = unsafe { &*probe.cast::<Probe>() };
+        let tp = current_tp();
+        let (found, freed) = match find_malloc_state(probe.glibc, tp) {
+            Ok((found, freed)) => (Ok(found), freed),
+            Err(e) => (Err(e), Freed::default()),
+        };
+        let mut stage = probe.lock();
+        stage.0 = Some((tp, found, freed));
+        probe.turn.notify_all();
+        while !stage.1 {
+            stage = probe.wait(stage);
+        }
+        // Only now may this thread allocate again: the chunks it freed
+        // had to stay where they were for the check.
+        let Some((_, found, _)) = &mut stage.0 else { return ptr::null_mut() };
+        *found = found.and_then(|mut found| {
+            // SAFETY: strerror and strsignal have no preconditions; the
+            // strings stay ours until this thread calls them again.
+            let (strerror, strsignal) = unsafe { (libc::strerror(1000), libc::strsignal(200)) };
+            let tcb = (tp..tp + probe.glibc.tcb_size).step_by(size_of::<usize>());
+            let holding = |p: *mut libc::c_char| {
+                // SAFETY: reading this thread's own TCB.
+                tcb.clone().filter(move |&w| unsafe { *(w as *const usize) } == p as usize)
+            };
+            let once = |p| {
+                let mut words = holding(p);
+                match (words.next(), words.next()) {
+                    (Some(w), None) => Ok(w - tp),
+                    _ => Err("struct pthread tls_state"),
+                }
+            };
+            found.strerror_buf = once(strerror)?;
+            found.strsignal_buf = once(strsignal)?;
+            Ok(found)
+        });
+        ptr::null_mut()
+    }
+    let mut stack = MmapOptions::new().len(SIZE).stack().map_anon()?;
+    let base = stack.as_mut_ptr() as usize;
+    let probe = Probe { glibc, stage: Mutex::new((None, false)), turn: Condvar::new() };
+    let mut report = (0, Err("the probe did not run"), Freed::default());
+    // SAFETY: a stack of ours that outlives the thread (joined below),
+    // attributes initialised and destroyed here, and a start routine that
+    // uses only `probe`.
+    let err = unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        libc::pthread_attr_init(&mut attr);
+        let mut err = libc::pthread_attr_setstack(&mut attr, base as *mut c_void, SIZE);
+        if err == 0 {
+            let mut thread: libc::pthread_t = 0;
+            err = libc::pthread_create(&mut thread, &attr, run, (&raw const probe).cast_mut().cast());
+            if err == 0 {
+                let mut stage = probe.lock();
+                while stage.0.is_none() {
+                    stage = probe.wait(stage);
+                }
+                if let Some((tp, found, freed)) = &mut stage.0
+                    && let Ok(malloc) = *found
+                    && !check_malloc_state(&malloc, *tp, *freed)
+                {
+                    *found = Err("handing on malloc's per-thread state does not hand on its cache");
+                }
+                stage.1 = true;
+                probe.turn.notify_all();
+                drop(stage);
+                libc::pthread_join(thread, ptr::null_mut());
+                report = probe.lock().0.take().unwrap_or(report);
+            }
+        }
+        libc::pthread_attr_destroy(&mut attr);
+        err
+    };
+    if err != 0 {
+        return Err(io::Error::from_raw_os_error(err));
+    }
+    let fail = |what: &str| unsupported(format!("glibc layout check failed: {what}"));
+    let (tp, found, _) = report;
+    let mut found = found.map_err(fail)?;
+    // On a stack it is given, glibc puts the TCB at the top and records
+    // the whole stack: {stackblock, stackblock_size} = {base, SIZE}.
+    found.stackblock = (base..base + SIZE)
+        .contains(&tp)
+        .then(|| {
+            (0..glibc.tcb_size.saturating_sub(16)).step_by(8).find(|&off| {
+                // SAFETY: within the dead thread's TCB, inside our mapping.
+                unsafe { *at::<usize>(tp, off) == base && *at::<usize>(tp, off + 8) == SIZE }
+            })
+        })
+        .flatten()
+        .ok_or_else(|| fail("struct pthread stackblock"))?;
+    Ok(found)
+}
+
+/// The sizes [`find_malloc_state`] frees and [`check_malloc_state`] asks
+/// for: one that every glibc since 2.26 keeps in the thread's cache, and
+/// one that by default goes back to the thread's arena instead.
+const PROBE_CHUNKS: [usize; 2] = [200, 4096];
+
+/// Finds malloc's per-thread state in the calling thread, which glibc made
+/// and which has not used malloc yet; returns it and the addresses of the
+/// chunks the thread freed into it.
+///
+/// malloc keeps a thread's cache (the tcache) and its arena in libc's TLS,
+/// in variables glibc does not export and has moved between versions (2.42
+/// moved the tcache pointer from `.tbss` to `.tdata`). Their words are the
+/// words of libc's TLS block that the thread's first malloc and free
+/// change: nothing else runs in between.
+///
+/// A malloc that replaces glibc's keeps its own per-thread state, which
+/// glibc does not free at a thread's exit either (allocators free theirs
+/// in pthread-key destructors, which raw threads run): nothing to find.
+fn find_malloc_state(glibc: &Glibc, tp: usize) -> Result<(Probed, Freed), &'static str> {
+    const WORDS: usize = LIBC_TLS_MAX / size_of::<usize>();
+    if !glibc.glibc_malloc {
+        return Ok(Default::default());
+    }
+    let block = (tp - glibc.libc_tls_below_tp) as *const usize;
+    let words = glibc.libc_tls_len / size_of::<usize>();
+    let snapshot = || {
+        let mut s = [0usize; WORDS];
+        // SAFETY: this thread's own libc TLS block, `words` long (checked
+        // against LIBC_TLS_MAX at discovery).
+        unsafe { ptr::copy_nonoverlapping(block, s.as_mut_ptr(), words) };
+        s
+    };
+    let fresh = snapshot();
+    // SAFETY: malloc and free; the addresses are only compared from here on.
+    let freed = unsafe {
+        let chunks = PROBE_CHUNKS.map(|size| libc::malloc(size));
+        chunks.map(|p| {
+            libc::free(p);
+            p as usize
+        })
+    };
+    let used = snapshot();
+    let mut found = Probed::default();
+    for i in (0..words).filter(|&i| fresh[i] != used[i]) {
+        let words = &mut found.malloc;
+        if words.count == MALLOC_WORDS_MAX {
+            return Err("malloc's per-thread state is larger than expected");
+        }
+        words.below_tp[words.count] = glibc.libc_tls_below_tp - i * size_of::<usize>();
+        words.fresh.0[words.count] = fresh[i];
+        words.count += 1;
+    }
+    if found.malloc.count == 0 {
+        return Err("malloc's per-thread state is not in libc's TLS");
+    }
+    Ok((found, freed))
+}
+
+/// The chunks [`find_malloc_state`] freed, by size.
+type Freed = [usize; PROBE_CHUNKS.len()];
+
+/// Shows, in the calling thread, that the malloc state `found` in another
+/// (waiting) thread at `tp` carries that thread's cache and arena: with
+/// those words in place of its own, this thread's mallocs of the sizes the
+/// other freed get the very chunks it freed, the small one from its cache,
+/// the large one from its arena. Had a chunk stayed in state the words do
+/// not cover, this thread would get a chunk of its own instead. (Where
+/// glibc caches nothing per thread, both went back to the arena, and come
+/// back from there.)
+fn check_malloc_state(found: &Probed, tp: usize, freed: Freed) -> bool {
+    let words = &found.malloc;
+    if words.count == 0 {
+        return true;
+    }
+    let me = current_tp();
+    // SAFETY: the other thread waits and uses no malloc state meanwhile;
+    // ours is swapped out and back around mallocs and frees of our own,
+    // with nothing in between that could allocate.
+    unsafe {
+        let mine = words.read(me);
+        words.write(me, &words.read(tp));
+        let got = PROBE_CHUNKS.map(|size| libc::malloc(size));
+        got.iter().for_each(|&p| libc::free(p));
+        words.write(me, &mine);
+        got.map(|p| p as usize) == freed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs [`find_malloc_state`] in a new pthread (whose malloc state is
+    /// fresh), then, while it waits, [`check_malloc_state`] here on what it
+    /// found with `keep` applied to it.
+    fn check_in_pthread(keep: fn(&mut Probed)) -> bool {
+        type Found = (usize, Result<(Probed, Freed), &'static str>);
+        struct Shared {
+            glibc: Glibc,
+            found: Mutex<Option<Found>>,
+            checked: Mutex<bool>,
+        }
+        extern "C" fn run(shared: *mut c_void) -> *mut c_void {
+            // SAFETY: the test's `Shared`, alive until it joins us.
+            let shared = unsafe { &*shared.cast::<Shared>() };
+            *shared.found.lock().unwrap() = Some((current_tp(), find_malloc_state(&shared.glibc, current_tp())));
+            while !*shared.checked.lock().unwrap() {
+                std::hint::spin_loop();
+            }
+            ptr::null_mut()
+        }
+        let shared = Shared {
+            glibc: crate::glibc::layout::discover().unwrap(),
+            found: Mutex::new(None),
+            checked: Mutex::new(false),
+        };
+        let mut thread: libc::pthread_t = 0;
+        // SAFETY: default attributes; `shared` outlives the thread.
+        let err = unsafe { libc::pthread_create(&mut thread, ptr::null(), run, (&raw const shared).cast_mut().cast()) };
+        assert_eq!(err, 0);
+        let (tp, found) = loop {
+            if let Some(found) = shared.found.lock().unwrap().take() {
+                break found;
+            }
+        };
+        let (mut found, freed) = found.unwrap();
+        keep(&mut found);
+        let ok = check_malloc_state(&found, tp, freed);
+        *shared.checked.lock().unwrap() = true;
+        // SAFETY: our own thread, joined once.
+        unsafe { libc::pthread_join(thread, ptr::null_mut()) };
+        ok
+    }
+
+    /// The check passes on what was found, and fails on any part of it:
+    /// a hand-over missing one word would leave a cache behind.
+    #[test]
+    fn malloc_check_refuses_a_partial_state() {
+        assert!(check_in_pthread(|_| {}), "the state as found");
+        assert!(!check_in_pthread(|f| f.malloc.count -= 1), "all words but the last");
+        assert!(
+            !check_in_pthread(|f| {
+                f.malloc.below_tp.copy_within(1.., 0);
+                f.malloc.count -= 1;
+            }),
+            "all words but the first"
+        );
+    }
+}

@@ -1,0 +1,457 @@
+//! The life of one thread, from its creator's call to the joiner's return:
+//! the start record in the region, the child's entry and exit, the
+//! handshake that decides who frees the region, and the running handle
+//! that both the plain API (`thread.rs`) and the scoped one (`scope.rs`)
+//! wrap.
+//!
+//! # Who owns the region, and when
+//!
+//! 1. **Creator, alone.** `Builder::spawn` takes a finished region from
+//!    the pool (one whose tid word the kernel has cleared) or maps a new one
+//!    (guard `PROT_NONE`). glibc's loader fills the static TLS from every
+//!    module's image and allocates the DTV; the TCB header is written
+//!    (`tcb`, `self`, `multiple_threads`, the stack and pointer guards,
+//!    rseq, the resolver); malloc's per-thread state (its cache and arena)
+//!    is the one the region's last thread left, or one kept from an
+//!    unmapped region, or new. The start record (closure, the creator's
+//!    signal mask, the name) goes above the stack. The first spawn in a
+//!    process also discovers glibc's private layout once, and starts the
+//!    one pthread rawthread ever makes: a probe that finds where glibc keeps
+//!    a thread's stack bounds, its `strerror` buffers and malloc's state
+//!    (and checks that handing that state on hands on the cache), and puts
+//!    glibc in multi-threaded mode its own way. Nothing computed lazily is
+//!    ever waited for, so a `fork()` at any instant leaves a child that can
+//!    spawn.
+//! 2. **clone.** With every signal blocked, `clone3` (or `clone`, if the
+//!    kernel or a seccomp filter refuses `clone3`) starts the child with
+//!    `%fs` = `tp`; the kernel writes the child's tid into the TCB's `tid`
+//!    word before either side runs on. The creator restores its mask and
+//!    returns a `JoinHandle`, which owns the region from now on.
+//! 3. **Child, running.** The child owns everything in the region but the
+//!    tid word and the record's header. It registers rseq and its signal
+//!    stack, initialises its locale, restores the creator's mask, and runs
+//!    the closure under `catch_unwind`. It stores the result in the record,
+//!    runs `thread_local!` destructors (`__call_tls_dtors`) and pthread-key
+//!    destructors, frees what glibc's own thread exit frees (the resolver's
+//!    sockets, `strerror`/`strsignal` buffers, the `dlerror` message; not
+//!    malloc's state, which is handed on), blocks all signals and ends with
+//!    a raw `SYS_exit`: this thread only, never the process.
+//! 4. **Exit.** The kernel, done with the thread, writes 0 to the tid word
+//!    and futex-wakes it (`CLONE_CHILD_CLEARTID`). Only from then is the
+//!    region free: this, not the closure's return, is what `join` waits for.
+//! 5. **Joiner.** `JoinHandle::join` watches the tid word for up to
+//!    10 µs, then sleeps on it (a *shared* futex, as the kernel's wake is
+//!    shared) until it reads 0: the spin saves the sleep and wake-up, the
+//!    dearest part of joining a short-lived thread on a VM. It takes the
+//!    result and gives the region back to the pool, which unmaps what
+//!    exceeds its limits (freeing the DTV, keeping malloc's state aside).
+//!
+//! **Detaching.** Dropping a `JoinHandle` first leaves the region's
+//! ownership in the record's header, then swaps the header's state from
+//! RUNNING to DETACHED; the child, once its result is stored, swaps it to
+//! DONE. Whichever swaps second learns who frees the region: a handle that
+//! finds DONE gives the region to the pool itself (the pool reuses it only
+//! once the tid word is 0); a child that finds DETACHED drops its own
+//! result and, after its destructors, gives its region to the pool, or,
+//! when the pool is full, unregisters rseq, frees its DTV, hands on malloc's
+//! state and unmaps the region it runs on in assembly (`asm/x86_64.s`:
+//! signals blocked, `set_tid_address(NULL)` so the kernel's exit write
+//! cannot land in a reused mapping, `munmap`, `exit`).
+//!
+//! **Scoped threads** never detach: an unjoined `ScopedJoinHandle` goes to
+//! its scope, and `scope` waits for every closure, then joins every such
+//! thread (tid word 0) and drops its result before it returns, until none
+//! is left (a result may hold other handles). Only a handle leaked with
+//! `mem::forget` escapes the join; its result is leaked with it.
+//!
+
+use std::alloc::Layout;
+use std::cell::UnsafeCell;
+use std::ffi::{CStr, c_void};
+use std::io;
+use std::mem::{ManuallyDrop, MaybeUninit};
+use std::ops::Range;
+use std::panic::{self, AssertUnwindSafe};
+use std::ptr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::thread::Result;
+
+use crate::glibc::{self, Block, Glibc};
+use crate::lazy::LazyUsize;
+use crate::region::{Region, ThreadLayout, page_size};
+use crate::{clone, fork, join, overflow, pool, sys};
+
+/// A thread's settings, as the builders take them.
+#[derive(Debug, Default)]
+pub(crate) struct Options {
+    pub name: Option<String>,
+    pub stack_size: Option<usize>,
+    pub guard_size: Option<usize>,
+}
+
+/// Why 2 MiB: it is `std::thread`'s default, so swapping `std::thread` for
+/// rawthread changes no program's stack budget, and `RUST_MIN_STACK`
+/// overrides it the same way. glibc's `RLIMIT_STACK` default (8 MiB) wastes
+/// address space under many threads. Smaller stacks work as they do for a
+/// pthread of that size: glibc reads the stack's size from the thread
+/// block and keeps its `alloca`s (in `printf`, `getaddrinfo`, ...) to a
+/// quarter of it, taking the heap beyond that.
+const DEFAULT_STACK_SIZE: usize = 2 << 20;
+
+/// The least a requested stack is raised to (glibc's `PTHREAD_STACK_MIN`).
+const MIN_STACK_SIZE: usize = libc::PTHREAD_STACK_MIN;
+
+fn default_stack_size() -> usize {
+    static SIZE: LazyUsize = LazyUsize::new();
+    SIZE.get(|| {
+        let size = std::env::var("RUST_MIN_STACK").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_STACK_SIZE);
+        size.max(MIN_STACK_SIZE)
+    })
+}
+
+/// Counts a scope's threads whose closures have not returned, and wakes
+/// the scope's owner when the last one does.
+pub(crate) struct Latch {
+    running: AtomicUsize,
+    owner: std::thread::Thread,
+}
+
+impl Latch {
+    /// A latch whose owner is the calling thread.
+    pub(crate) fn new() -> Latch {
+        Latch { running: AtomicUsize::new(0), owner: std::thread::current() }
+    }
+
+    /// One more thread to wait for (undone by [`Latch::thread_done`]).
+    pub(crate) fn add(&self) {
+        self.running.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Called by a thread once its closure returned and its result is
+    /// stored (or by its spawner, if the spawn failed); after this it
+    /// touches nothing the scope borrows.
+    pub(crate) fn thread_done(&self) {
+        if self.running.fetch_sub(1, Ordering::Release) == 1 {
+            self.owner.unpark();
+        }
+    }
+
+    /// How many closures are still running.
+    pub(crate) fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
+    }
+
+    /// In the owner: parks until every closure has returned.
+    pub(crate) fn wait(&self) {
+        while self.running() != 0 {
+            std::thread::park();
+        }
+    }
+}
+
+/// Spawns `f` without lifetime bounds; `latch`, if any, is told once
+/// the closure has returned and its result is stored.
+///
+/// # Safety
+/// Whatever `f` and its result borrow must outlive the thread's use of
+/// them: the caller joins before they go (as [`crate::scope`] does).
+pub(crate) unsafe fn spawn<F, T>(options: Options, f: F, latch: Option<Arc<Latch>>) -> io::Result<Running>
+where
+    F: FnOnce() -> T + Send,
+    T: Send,
+{
+    // Before any of rawthread's locks is first taken (see fork.rs).
+    fork::install();
+    let glibc = glibc::get()?;
+    overflow::install();
+    let name = kernel_name(options.name.as_deref())?;
+    let stack = options.stack_size.unwrap_or_else(default_stack_size).max(MIN_STACK_SIZE);
+    let guard = options.guard_size.unwrap_or_else(page_size);
+    let layout = Layout::new::<Record<F, T>>();
+    let block = match pool::take(guard, stack, layout) {
+        Some((block, plan)) => block.renew(plan)?,
+        None => Block::new(glibc, Region::map(guard, stack, layout, &glibc.geometry())?)?,
+    };
+
+    let region = block.region();
+    let tp = region.tp();
+    let record = region.record() as *mut Record<F, T>;
+    let request = clone::CloneRequest {
+        flags: clone::THREAD_FLAGS,
+        exit_signal: 0,
+        stack_low: region.stack().start,
+        stack_top: region.stack().end,
+        tls: tp,
+        tid_word: block.tid_word().as_ptr(),
+        pidfd: ptr::null_mut(),
+        entry: thread_main::<F, T>,
+        arg: record.cast(),
+    };
+    let (guard, altstack) = (region.guard(), region.altstack());
+    // Nothing may run on the child before its thread block is live: it
+    // starts with every signal blocked and restores our mask itself.
+    let sigmask = sys::block_all_signals();
+    let start = Start { f, glibc, tp, sigmask, name, guard, altstack, latch };
+    // SAFETY: `record` is aligned room for a Record<F, T> in the region,
+    // which nobody else uses yet.
+    unsafe { record.write(Record { header: Header::new(), start: MaybeUninit::new(start), result: None }) };
+    // SAFETY: the stack is mapped, the thread block initialised, and
+    // thread_main never returns; signals are blocked.
+    let cloned = unsafe { clone::clone(&request) };
+    sys::set_signal_mask(&sigmask);
+    match cloned {
+        Ok(tid) => Ok(Running {
+            block: ManuallyDrop::new(block),
+            tid,
+            header: record.cast(),
+            // SAFETY: a field of the record written above.
+            result: unsafe { &raw mut (*record).result }.cast(),
+            drop_result: drop_result::<T>,
+        }),
+        Err(e) => {
+            // No thread: take the closure back to drop it here (with
+            // what it captured, and the latch); the
+            // untouched region goes back to the pool.
+            // SAFETY: written above and never read by anyone.
+            drop(unsafe { (*record).start.assume_init_read() });
+            pool::put(block);
+            Err(e)
+        }
+    }
+}
+
+/// The panic of [`spawn`] and [`crate::Scope::spawn`], which name the
+/// limit when the kernel refused for lack of threads.
+pub(crate) fn spawn_failed(e: io::Error) -> ! {
+    if e.raw_os_error() == Some(libc::EAGAIN) {
+        panic!(
+            "failed to spawn thread: {e}: a limit on threads was reached \
+             (RLIMIT_NPROC, kernel.threads-max, kernel.pid_max or the cgroup's pids.max)"
+        );
+    }
+    panic!("failed to spawn thread: {e}")
+}
+
+/// The name as the kernel takes it: at most 15 bytes and a NUL, all NUL
+/// when unnamed.
+fn kernel_name(name: Option<&str>) -> io::Result<[u8; 16]> {
+    let mut out = [0u8; 16];
+    if let Some(name) = name {
+        if name.contains('\0') {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let n = name.len().min(15);
+        out[..n].copy_from_slice(&name.as_bytes()[..n]);
+    }
+    Ok(out)
+}
+
+/// What the creator hands the child, in the child's region.
+struct Start<F> {
+    f: F,
+    glibc: &'static Glibc,
+    tp: usize,
+    sigmask: libc::sigset_t,
+    name: [u8; 16],
+    /// The guard's range and the alternate signal stack, for [`overflow`].
+    guard: Range<usize>,
+    altstack: Range<usize>,
+    latch: Option<Arc<Latch>>,
+}
+
+/// The thread's side of the handshake in [`Header::state`].
+const RUNNING: u8 = 0;
+/// The child stored its result: its handle frees the region.
+const DONE: u8 = 1;
+/// The handle was dropped first: the child frees its own region.
+const DETACHED: u8 = 2;
+
+/// The part of the record that does not depend on the closure's types.
+#[repr(C)]
+struct Header {
+    /// RUNNING until the child (DONE) or the handle (DETACHED) swaps it;
+    /// whichever swaps second learns who owns the region from then on.
+    state: AtomicU8,
+    /// Where a detaching handle leaves the region's ownership (`Block`) for
+    /// the child, before it swaps in DETACHED. Written by one side and read
+    /// by the other, ordered by the swaps, while both hold `&Header`.
+    block: UnsafeCell<MaybeUninit<Block>>,
+}
+
+impl Header {
+    fn new() -> Header {
+        Header { state: AtomicU8::new(RUNNING), block: UnsafeCell::new(MaybeUninit::uninit()) }
+    }
+}
+
+/// The record above the child's stack: `start` is moved out by the child
+/// first thing; `result` is written by the child when the closure returns
+/// and read by whoever then owns the region.
+#[repr(C)]
+struct Record<F, T> {
+    header: Header,
+    start: MaybeUninit<Start<F>>,
+    result: Option<Result<T>>,
+}
+
+/// The child's Rust entry, called by `rawthread_thread_start` in asm.
+///
+/// # Safety
+/// `record` is the `Record<F, T>` the creator wrote; called once, on the
+/// thread whose block it names.
+unsafe extern "C" fn thread_main<F, T>(record: *mut c_void) -> !
+where
+    F: FnOnce() -> T,
+{
+    let record = record.cast::<Record<F, T>>();
+    // SAFETY: written by the creator before clone; read exactly once.
+    let Start { f, glibc, tp, sigmask, name, guard, altstack, latch } = unsafe { (*record).start.assume_init_read() };
+    // SAFETY: this is the thread `tp` belongs to, and this is its start.
+    unsafe { glibc::enter(glibc, tp) };
+    overflow::enter(altstack, guard, name);
+    if name[0] != 0 {
+        sys::set_name(CStr::from_bytes_until_nul(&name).unwrap_or_default());
+    }
+    sys::set_signal_mask(&sigmask);
+
+    let result = panic::catch_unwind(AssertUnwindSafe(f));
+    // SAFETY: the slot holds `None` (nothing to drop); only the region's
+    // owner reads it, after the state swap below.
+    unsafe { (&raw mut (*record).result).write(Some(result)) };
+    if let Some(latch) = latch {
+        latch.thread_done();
+    }
+
+    // SAFETY: the header is ours to read; see Header::state.
+    let header = unsafe { &(*record).header };
+    if header.state.swap(DONE, Ordering::AcqRel) == RUNNING {
+        // The handle owns the region and will free it once we exit.
+        // SAFETY: our own block, once, after the closure.
+        unsafe { glibc::leave(glibc, tp) };
+        sys::block_all_signals();
+        sys::exit_thread();
+    }
+    // Detached: nobody will read the result, and the region is ours.
+    // SAFETY: the handle wrote the block before swapping in DETACHED, and
+    // the result slot is ours alone.
+    let block = unsafe {
+        ptr::drop_in_place(&raw mut (*record).result);
+        (*header.block.get()).assume_init_read()
+    };
+    // SAFETY: our own block, once, after the closure.
+    unsafe { glibc::leave(glibc, tp) };
+    sys::block_all_signals();
+    match pool::adopt(block) {
+        // The pool hands the region out again only after our tid word is 0.
+        Ok(()) => sys::exit_thread(),
+        // SAFETY: our own block, destructors done, owned by nobody else.
+        Err(block) => unsafe { block.unmap_and_exit() },
+    }
+}
+
+/// Drops the result a thread left, unread; says whether it panicked.
+///
+/// # Safety
+/// `slot` is a `Record<_, T>::result` the thread has written.
+unsafe fn drop_result<T>(slot: *mut u8) -> bool {
+    // SAFETY: per the contract, a written Option<Result<T>>.
+    let result = unsafe { slot.cast::<Option<Result<T>>>().read() };
+    matches!(result, Some(Err(_)))
+}
+
+/// A started thread and the ownership of its region. Dropped unjoined, it
+/// detaches the thread: whichever of the two finishes second frees the
+/// region (see [`Header::state`]).
+pub(crate) struct Running {
+    block: ManuallyDrop<Block>,
+    tid: libc::pid_t,
+    header: *mut Header,
+    /// The record's result slot; null once taken.
+    result: *mut u8,
+    drop_result: unsafe fn(*mut u8) -> bool,
+}
+
+// SAFETY: the record is reached only through the single owner of the
+// `Running` and the thread itself, ordered by the state handshake.
+unsafe impl Send for Running {}
+// SAFETY: `&Running` only reads the tid and the atomic tid word.
+unsafe impl Sync for Running {}
+
+impl Running {
+    pub(crate) fn tid(&self) -> libc::pid_t {
+        self.tid
+    }
+
+    /// The kernel has cleared the tid word: the thread ran its last
+    /// instruction and the region is free.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.block.tid_word().load(Ordering::Acquire) == 0
+    }
+
+    /// A thread joining itself would wait forever: panic as std does
+    /// (pthread_join's EDEADLK).
+    fn refuse_self_join(&self) {
+        if glibc::current_tp() == self.block.region().tp() {
+            panic!("failed to join thread: {}", io::Error::from_raw_os_error(libc::EDEADLK));
+        }
+    }
+
+    pub(crate) fn layout(&self) -> ThreadLayout {
+        self.block.layout()
+    }
+
+    fn wait(&self) {
+        join::wait_for_exit(self.block.tid_word());
+    }
+
+    /// Waits for the thread and returns what it left.
+    ///
+    /// # Safety
+    /// `T` must be the thread's result type.
+    pub(crate) unsafe fn join<T>(mut self) -> Result<T> {
+        self.refuse_self_join();
+        self.wait();
+        let slot = std::mem::replace(&mut self.result, ptr::null_mut());
+        // SAFETY: the thread exited, so its result was written, and we
+        // cleared `self.result` so it is read only here.
+        let result = unsafe { slot.cast::<Option<Result<T>>>().read() };
+        result.expect("rawthread: a thread exited without leaving a result")
+    }
+
+    /// Waits for the thread and drops what it left; says whether it
+    /// panicked.
+    pub(crate) fn join_and_discard(mut self) -> bool {
+        self.wait();
+        let slot = std::mem::replace(&mut self.result, ptr::null_mut());
+        // SAFETY: the thread exited; the slot is read only here.
+        unsafe { (self.drop_result)(slot) }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // SAFETY: `self.block` is not used again after this take.
+        let block = unsafe { ManuallyDrop::take(&mut self.block) };
+        if self.result.is_null() {
+            // Joined: the thread is gone.
+            return pool::put(block);
+        }
+        // SAFETY: the header lives in the region, which is still mapped: we
+        // own it until the swap below hands it over.
+        let header = unsafe { &*self.header };
+        // SAFETY: the child reads the slot only after seeing DETACHED, which
+        // our swap below publishes after this write.
+        unsafe { (*header.block.get()).write(block) };
+        if header.state.swap(DETACHED, Ordering::AcqRel) == DONE {
+            // The thread stored its result before we detached, so it will
+            // not free the region: we do, with the unread result.
+            // SAFETY: the thread is past its swap and touches neither the
+            // result nor the block slot again.
+            unsafe {
+                (self.drop_result)(self.result);
+                pool::put((*header.block.get()).assume_init_read());
+            }
+        }
+    }
+}
