@@ -4,10 +4,13 @@
 
 mod common;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, mpsc};
 use std::time::{Duration, Instant};
+
+use rawthread::ThreadLayout;
 
 use common::{drain_pool, fds, in_child, maps, rss, run_child_ok, tasks};
 
@@ -306,4 +309,103 @@ fn first_spawn_at_the_limit_is_not_final() {
         return;
     }
     run_child_ok("first_spawn_at_the_limit_is_not_final");
+}
+
+/// Counts how many times a thread's result is dropped.
+struct CountedResult(Arc<AtomicUsize>);
+
+impl Drop for CountedResult {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A `thread_local!` value whose destructor, run after the closure returned
+/// and its result was stored (after DONE), says so and then waits at a gate.
+struct HoldInDestructor {
+    reached: mpsc::Sender<()>,
+    gate: mpsc::Receiver<()>,
+}
+
+impl Drop for HoldInDestructor {
+    fn drop(&mut self) {
+        let _ = self.reached.send(());
+        let _ = self.gate.recv();
+    }
+}
+
+thread_local! {
+    static HOLD: RefCell<Option<HoldInDestructor>> = const { RefCell::new(None) };
+}
+
+/// Whether any mapping of this process overlaps `range`.
+fn mapped(range: &Range<usize>) -> bool {
+    std::fs::read_to_string("/proc/self/maps").unwrap().lines().any(|line| {
+        let (lo, hi) = line.split_whitespace().next().unwrap().split_once('-').unwrap();
+        let (lo, hi) = (usize::from_str_radix(lo, 16).unwrap(), usize::from_str_radix(hi, 16).unwrap());
+        lo < range.end && range.start < hi
+    })
+}
+
+/// Spawns a thread whose result counts its drops and which then holds in a
+/// `thread_local!` destructor; drops its handle while it is held there (the
+/// thread is DONE but has not exited), checks the handle dropped the unread
+/// result exactly once, lets the thread go and waits until it has exited.
+/// Returns the thread's layout, read before the handle was dropped.
+fn drop_handle_while_done() -> ThreadLayout {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let (reached_tx, reached) = mpsc::channel();
+    let (open, gate) = mpsc::channel();
+    let result = CountedResult(drops.clone());
+    let handle = rawthread::spawn(move || {
+        HOLD.with_borrow_mut(|hold| *hold = Some(HoldInDestructor { reached: reached_tx, gate }));
+        result
+    });
+    let (tid, layout) = (handle.tid(), handle.layout());
+    reached.recv().expect("the thread reaches its thread_local! destructor");
+    assert!(!handle.is_finished(), "the thread is held in its destructor");
+    assert_eq!(drops.load(Ordering::SeqCst), 0, "the result was dropped before its handle");
+    drop(handle);
+    assert_eq!(drops.load(Ordering::SeqCst), 1, "dropping the handle of a DONE thread drops its result once");
+    open.send(()).unwrap();
+    let task = format!("/proc/self/task/{tid}");
+    wait_until("the thread to exit", || !std::path::Path::new(&task).exists());
+    assert_eq!(drops.load(Ordering::SeqCst), 1, "the result was dropped again");
+    layout
+}
+
+/// The DONE-then-drop path of a dropped handle, made certain: the thread
+/// stored its result but has not exited (it is held in a `thread_local!`
+/// destructor) when its handle is dropped. The handle drops the unread
+/// result exactly once and gives the region to the pool: the next spawn of
+/// the same stack size runs on exactly that region.
+#[test]
+fn handle_dropped_after_done_frees_result_and_region() {
+    if in_child("handle_dropped_after_done_frees_result_and_region") {
+        let layout = drop_handle_while_done();
+        let next = rawthread::spawn(|| ());
+        assert_eq!(next.layout().region, layout.region, "the next spawn did not reuse the region");
+        next.join().unwrap();
+        return;
+    }
+    run_child_ok("handle_dropped_after_done_frees_result_and_region");
+}
+
+/// The DONE-then-drop path with the pool off: the region the handle gave
+/// back is unmapped, not leaked. The pool cannot unmap it while its thread
+/// still runs on it, and unmaps what exceeds its limits when it next trims
+/// (here `set_pool_limits`, which waits for exiting threads); so whether it
+/// is still mapped right after the thread exited is printed, not asserted.
+#[test]
+fn handle_dropped_after_done_without_pool_unmaps_region() {
+    if in_child("handle_dropped_after_done_without_pool_unmaps_region") {
+        let off = rawthread::PoolLimits { regions: 0, bytes: 0 };
+        rawthread::set_pool_limits(off);
+        let layout = drop_handle_while_done();
+        println!("right after the thread exited, its region mapped: {}", mapped(&layout.region));
+        rawthread::set_pool_limits(off);
+        assert!(!mapped(&layout.region), "region {:x?} still mapped: leaked", layout.region);
+        return;
+    }
+    print!("{}", run_child_ok("handle_dropped_after_done_without_pool_unmaps_region"));
 }
