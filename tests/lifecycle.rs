@@ -6,13 +6,14 @@ mod common;
 
 use std::cell::{Cell, RefCell};
 use std::ops::Range;
+use std::os::unix::process::ExitStatusExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, mpsc};
 use std::time::{Duration, Instant};
 
 use rawthread::ThreadLayout;
 
-use common::{drain_pool, fds, in_child, maps, rss, run_child_ok, tasks};
+use common::{CHILD_ENV, EXPECTED, drain_pool, fds, gettid, in_child, maps, rss, run_child, run_child_ok, tasks};
 
 /// What 30,000 leaked glibc malloc caches (~1.2 KB each) would add; memory
 /// may wobble by a few pages, never by a fraction of that.
@@ -408,4 +409,99 @@ fn handle_dropped_after_done_without_pool_unmaps_region() {
         return;
     }
     print!("{}", run_child_ok("handle_dropped_after_done_without_pool_unmaps_region"));
+}
+
+/// A thread's result whose `Drop` panics.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("{EXPECTED}: a thread's result panicked on drop");
+    }
+}
+
+/// The child half of [`detached_result_panicking_on_drop_ends_as_std_does`]:
+/// a std or raw thread returns a [`PanicsOnDrop`]; its handle is dropped
+/// before the thread finishes (the thread waits at a gate until then) or
+/// after (`is_finished()`). If the process survives, the thread is waited
+/// for (its task gone) and the child says so and passes.
+fn drop_handle_of_result_panicking_on_drop(raw: bool, after_finish: bool) {
+    let (tid_tx, tid) = mpsc::channel();
+    let (open, gate) = mpsc::channel::<()>();
+    let body = move || {
+        tid_tx.send(gettid()).unwrap();
+        if !after_finish {
+            let _ = gate.recv();
+        }
+        PanicsOnDrop
+    };
+    let tid = if raw {
+        let handle = rawthread::spawn(body);
+        let tid = tid.recv().unwrap();
+        if after_finish {
+            wait_until("the raw thread to finish", || handle.is_finished());
+        }
+        println!("dropping the handle");
+        drop(handle);
+        tid
+    } else {
+        let handle = std::thread::spawn(body);
+        let tid = tid.recv().unwrap();
+        if after_finish {
+            wait_until("the std thread to finish", || handle.is_finished());
+        }
+        println!("dropping the handle");
+        drop(handle);
+        tid
+    };
+    println!("handle dropped");
+    let _ = open.send(());
+    let task = format!("/proc/self/task/{tid}");
+    wait_until("the thread to exit", || !std::path::Path::new(&task).exists());
+    println!("the process survived the thread");
+}
+
+/// A detached thread whose result's `Drop` panics ends the process as it
+/// does with `std::thread`, whether the handle is dropped before the thread
+/// finished or after: the same exit status or signal, and the same
+/// `fatal runtime error: ...` line on stderr if std prints one. (std drops
+/// an unread result under `catch_unwind` and aborts with "thread result
+/// panicked on drop", in whichever thread drops the last reference.)
+#[test]
+fn detached_result_panicking_on_drop_ends_as_std_does() {
+    for (variant, raw, after_finish) in [
+        ("result_drop_panics_std_before_finish", false, false),
+        ("result_drop_panics_raw_before_finish", true, false),
+        ("result_drop_panics_std_after_finish", false, true),
+        ("result_drop_panics_raw_after_finish", true, true),
+    ] {
+        if in_child(variant) {
+            return drop_handle_of_result_panicking_on_drop(raw, after_finish);
+        }
+    }
+    let end = |variant: &str| {
+        let out = run_child("detached_result_panicking_on_drop_ends_as_std_does", &[(CHILD_ENV, variant)]);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            stdout.contains("dropping the handle"),
+            "{variant} did not get to drop the handle:\n{stdout}\n{stderr}"
+        );
+        let fatal: Vec<String> =
+            stderr.lines().filter(|l| l.contains("fatal runtime error")).map(str::to_owned).collect();
+        println!("{variant}: {}, fatal lines {fatal:?}", out.status);
+        ((out.status.code(), out.status.signal()), fatal, stderr)
+    };
+    let mut mismatches = Vec::new();
+    for when in ["before_finish", "after_finish"] {
+        let (std_end, std_fatal, _) = end(&format!("result_drop_panics_std_{when}"));
+        let (raw_end, raw_fatal, raw_stderr) = end(&format!("result_drop_panics_raw_{when}"));
+        if (&raw_end, &raw_fatal) != (&std_end, &std_fatal) {
+            mismatches.push(format!(
+                "handle dropped {when}: std ends with (code, signal) {std_end:?} and {std_fatal:?}, \
+                 rawthread with {raw_end:?} and {raw_fatal:?}; rawthread's stderr:\n{raw_stderr}"
+            ));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
