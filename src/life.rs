@@ -336,7 +336,7 @@ where
     // SAFETY: the handle wrote the block before swapping in DETACHED, and
     // the result slot is ours alone.
     let block = unsafe {
-        ptr::drop_in_place(&raw mut (*record).result);
+        drop_unread(|| ptr::drop_in_place(&raw mut (*record).result));
         (*header.block.get()).assume_init_read()
     };
     // SAFETY: our own block, once, after the closure.
@@ -347,6 +347,19 @@ where
         Ok(()) => sys::exit_thread(),
         // SAFETY: our own block, destructors done, owned by nobody else.
         Err(block) => unsafe { block.unmap_and_exit() },
+    }
+}
+
+/// Drops the result of a detached thread, which nobody will read, as std
+/// does: a panic in its `Drop` has nowhere to go, so it ends the process
+/// with std's message and SIGABRT.
+fn drop_unread(drop: impl FnOnce()) {
+    if panic::catch_unwind(AssertUnwindSafe(drop)).is_err() {
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            b"fatal runtime error: thread result panicked on drop, aborting\n",
+        );
+        std::process::abort();
     }
 }
 
@@ -449,7 +462,9 @@ impl Drop for Running {
             // SAFETY: the thread is past its swap and touches neither the
             // result nor the block slot again.
             unsafe {
-                (self.drop_result)(self.result);
+                drop_unread(|| {
+                    (self.drop_result)(self.result);
+                });
                 pool::put((*header.block.get()).assume_init_read());
             }
         }
