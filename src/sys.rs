@@ -1,7 +1,8 @@
-//! Kernel calls: clone3/clone with the fallback, the futex join, signal masks,
-//! rseq and the thread's exit. Everything here is one system call (or the
-//! assembly in `asm/x86_64.s` around one) with its errno turned into an
-//! [`io::Error`].
+//! Kernel calls: raw clone3/clone, futex wait, signal masks, rseq, the
+//! thread's name and its exit, the clock. Everything here is one system
+//! call, or the assembly in `asm/x86_64.s` around one (which this file
+//! assembles into the crate), and no policy: the fallback from clone3 to
+//! clone is `clone.rs`'s, the join's spin `join.rs`'s.
 
 use std::sync::atomic::AtomicI32;
 
@@ -33,17 +34,6 @@ unsafe extern "C" {
     /// Blocks all signals, clears the kernel's tid pointer, unmaps
     /// `[base, base + len)` and exits the thread, touching no memory.
     fn rawthread_unmap_and_exit(base: usize, len: usize) -> !;
-
-    /// Non-zero under valgrind (its client request, which a real CPU runs
-    /// as a no-op).
-    fn rawthread_running_on_valgrind() -> u64;
-}
-
-/// Whether this process runs under valgrind, which replaces glibc's malloc
-/// by its own.
-pub(crate) fn running_on_valgrind() -> bool {
-    // SAFETY: touches only its own stack frame and registers.
-    unsafe { rawthread_running_on_valgrind() != 0 }
 }
 
 /// Raw `clone3(args, size)`: the child calls `entry(arg)` on its new stack

@@ -11,7 +11,6 @@ use std::sync::atomic::AtomicI32;
 
 use super::handover::MallocWords;
 use crate::region::BlockGeometry;
-use crate::sys;
 
 /// Fixed x86_64 `tcbhead_t` offsets: ABI, since compilers emit `%fs:0x28`
 /// for the stack protector.
@@ -202,7 +201,7 @@ pub(super) fn discover() -> Result<Glibc, String> {
         resp: dlsym(c"__resp")? as isize - current_tp() as isize,
         libc_tls_below_tp,
         libc_tls_len,
-        glibc_malloc: same_object(dlsym(c"malloc")?, dlsym(c"gnu_get_libc_version")?) && !sys::running_on_valgrind(),
+        glibc_malloc: same_object(dlsym(c"malloc")?, dlsym(c"gnu_get_libc_version")?) && !running_on_valgrind(),
         // SAFETY: see above.
         allocate_tls: unsafe { function(c"_dl_allocate_tls")? },
         // SAFETY: see above.
@@ -254,6 +253,19 @@ pub(super) fn discover() -> Result<Glibc, String> {
     check(unsafe { (*keys)[1] } as usize == KEY_L1 * KEY_L2, "PTHREAD_KEYS_MAX")?;
 
     Ok(g)
+}
+
+unsafe extern "C" {
+    /// Non-zero under valgrind (its client request, in `asm/x86_64.s`,
+    /// which a real CPU runs as a no-op).
+    fn rawthread_running_on_valgrind() -> u64;
+}
+
+/// Whether this process runs under valgrind, which replaces glibc's malloc
+/// by its own at the code level, where no symbol lookup sees it.
+fn running_on_valgrind() -> bool {
+    // SAFETY: touches only its own stack frame and registers.
+    unsafe { rawthread_running_on_valgrind() != 0 }
 }
 
 /// Whether two symbols' addresses lie in the same loaded object.
