@@ -114,13 +114,20 @@ impl Pool {
 /// than four times the stack are left for bigger requests.
 pub(crate) fn take(guard: usize, stack: usize, record: Layout) -> Option<(Block, Plan)> {
     let mut pool = lock();
-    let (i, plan) = (0..pool.blocks.len())
-        .filter_map(|i| {
-            let b = &pool.blocks[i];
-            let candidate = b.region().len() / 4 <= stack && finished(b);
-            candidate.then(|| b.replan(guard, stack, record)).flatten().map(|plan| (i, plan))
-        })
-        .min_by_key(|&(i, _)| pool.blocks[i].region().len())?;
+    // The smallest that fits; a region is planned for only if it is smaller
+    // than the best so far, so a full pool costs few plans.
+    let mut best: Option<(usize, Plan)> = None;
+    for (i, b) in pool.blocks.iter().enumerate() {
+        let len = b.region().len();
+        if len / 4 > stack || best.as_ref().is_some_and(|(j, _)| pool.blocks[*j].region().len() <= len) || !finished(b)
+        {
+            continue;
+        }
+        if let Some(plan) = b.replan(guard, stack, record) {
+            best = Some((i, plan));
+        }
+    }
+    let (i, plan) = best?;
     Some((pool.remove(i), plan))
 }
 
