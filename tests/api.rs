@@ -787,6 +787,23 @@ fn no_mapping_or_tls_leak_over_many_threads() {
     assert_child_passed(&out);
 }
 
+/// In a child process (the pool off if `POOL=off`): `threads` raw threads
+/// one after another, each running `body`, grow malloc's bytes in use by
+/// at most 64 KiB once malloc's arenas are warm.
+fn assert_malloc_bounded(threads: usize, body: fn()) {
+    if std::env::var("POOL").as_deref() == Ok("off") {
+        rawthread::set_pool_limits(rawthread::PoolLimits { regions: 0, bytes: 0 });
+    }
+    warm_up_malloc_arenas();
+    let heap = malloc_in_use();
+    for _ in 0..threads {
+        rawthread::spawn(body).join().unwrap();
+    }
+    let heap_after = malloc_in_use();
+    println!("malloc in use {heap} -> {heap_after}");
+    assert!(heap_after <= heap + 64 * 1024, "malloc in use grew from {heap} to {heap_after}");
+}
+
 /// glibc frees a thread's malloc cache in a clean-up it does not export;
 /// rawthread hands the cache on to the next thread instead. With reuse off
 /// every region is unmapped, so the hand-over goes through the stash. The
@@ -795,25 +812,12 @@ fn no_mapping_or_tls_leak_over_many_threads() {
 #[test]
 fn allocating_threads_do_not_leak_malloc_memory() {
     if in_child("allocating_threads_do_not_leak_malloc_memory") {
-        if std::env::var("POOL").as_deref() == Ok("off") {
-            rawthread::set_pool_limits(rawthread::PoolLimits { regions: 0, bytes: 0 });
-        }
-        warm_up_malloc_arenas();
-        let heap = malloc_in_use();
-        for _ in 0..500 {
-            rawthread::spawn(|| {
-                for size in [16, 100, 500, 1000] {
-                    black_box(vec![1u8; size]);
-                }
-            })
-            .join()
-            .unwrap();
-        }
-        let heap_after = malloc_in_use();
-        println!("malloc in use {heap} -> {heap_after}");
         // std::thread does this with ~0 growth; 64 KiB is generous.
-        assert!(heap_after <= heap + 64 * 1024, "malloc in use grew from {heap} to {heap_after}");
-        return;
+        return assert_malloc_bounded(500, || {
+            for size in [16, 100, 500, 1000] {
+                black_box(vec![1u8; size]);
+            }
+        });
     }
     for (pool, tunables) in [
         ("on", ""),
@@ -835,33 +839,20 @@ fn allocating_threads_do_not_leak_malloc_memory() {
 #[test]
 fn glibc_per_thread_buffers_do_not_leak() {
     if in_child("glibc_per_thread_buffers_do_not_leak") {
-        if std::env::var("POOL").as_deref() == Ok("off") {
-            rawthread::set_pool_limits(rawthread::PoolLimits { regions: 0, bytes: 0 });
-        }
-        warm_up_malloc_arenas();
-        let heap = malloc_in_use();
-        for _ in 0..10_000 {
-            rawthread::spawn(|| {
-                // SAFETY: plain libc calls; the strings are read before the
-                // thread calls them again.
-                unsafe {
-                    assert!(libc::dlerror().is_null(), "a stale dlerror() message");
-                    let e = std::ffi::CStr::from_ptr(libc::strerror(1000)).to_str().unwrap();
-                    assert!(e.ends_with("1000"), "{e}");
-                    let s = std::ffi::CStr::from_ptr(libc::strsignal(200)).to_str().unwrap();
-                    assert!(s.ends_with("200"), "{s}");
-                    let lib = libc::dlopen(c"librawthread-no-such-library.so".as_ptr(), libc::RTLD_NOW);
-                    assert!(lib.is_null());
-                }
-            })
-            .join()
-            .unwrap();
-        }
-        let heap_after = malloc_in_use();
-        println!("malloc in use {heap} -> {heap_after}");
         // One leaked buffer per thread would add 320 KB or more.
-        assert!(heap_after <= heap + 64 * 1024, "malloc in use grew from {heap} to {heap_after}");
-        return;
+        return assert_malloc_bounded(10_000, || {
+            // SAFETY: plain libc calls; the strings are read before the
+            // thread calls them again.
+            unsafe {
+                assert!(libc::dlerror().is_null(), "a stale dlerror() message");
+                let e = std::ffi::CStr::from_ptr(libc::strerror(1000)).to_str().unwrap();
+                assert!(e.ends_with("1000"), "{e}");
+                let s = std::ffi::CStr::from_ptr(libc::strsignal(200)).to_str().unwrap();
+                assert!(s.ends_with("200"), "{s}");
+                let lib = libc::dlopen(c"librawthread-no-such-library.so".as_ptr(), libc::RTLD_NOW);
+                assert!(lib.is_null());
+            }
+        });
     }
     for pool in ["on", "off"] {
         assert_child_passed(&run_child("glibc_per_thread_buffers_do_not_leak", &[("POOL", pool)]));

@@ -90,6 +90,24 @@ fn fork_from_a_raw_thread() {
     assert!(run_child_ok("fork_from_a_raw_thread").contains("forked child: 1000 strings"));
 }
 
+/// Waits for our child `pid`; a child stuck in a wait never exits, so after
+/// a generous `seconds` (not a timing assertion: a bound that turns a hang
+/// into a failure) it is killed and `None` comes back.
+fn wait_bounded(pid: libc::pid_t, seconds: u64) -> Option<libc::c_int> {
+    let start = std::time::Instant::now();
+    let mut status = 0;
+    // SAFETY: polling our own child.
+    while unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == 0 {
+        if start.elapsed() > std::time::Duration::from_secs(seconds) {
+            // SAFETY: our own stuck child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    Some(status)
+}
+
 /// `fork()` from a raw thread at the instant the main thread makes its
 /// first join and its second spawn, in a fresh process, 200 times: what
 /// rawthread computes lazily at that moment must not leave the forked
@@ -114,19 +132,7 @@ fn fork_during_lazy_start_up() {
         let pid = forker.join().unwrap();
         other.join().unwrap();
         assert!(pid > 0);
-        // A child stuck in a wait never exits: a generous bound (not a
-        // timing assertion: it only turns a hang into a failure).
-        let start = std::time::Instant::now();
-        let mut status = 0;
-        // SAFETY: polling our own child.
-        while unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == 0 {
-            if start.elapsed() > std::time::Duration::from_secs(20) {
-                // SAFETY: our own stuck child.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                panic!("the forked child is stuck in its first spawn or join");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        let status = wait_bounded(pid, 20).expect("the forked child is stuck in its first spawn or join");
         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "status {status:#x}");
         return;
     }
@@ -162,20 +168,8 @@ fn fork_while_other_threads_spawn() {
                 unsafe { libc::_exit(if ok { 0 } else { 1 }) };
             }
             assert!(pid > 0);
-            // A child stuck on a lock never exits: give it a generous
-            // minute (not a timing assertion: a bound so a bug fails
-            // instead of hanging the suite), then kill it and fail.
-            let start = std::time::Instant::now();
-            let mut status = 0;
-            // SAFETY: polling our own child.
-            while unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == 0 {
-                if start.elapsed() > std::time::Duration::from_secs(60) {
-                    // SAFETY: our own stuck child.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                    panic!("fork #{i}: the child could not spawn (stuck on a lock)");
-                }
-                std::thread::yield_now();
-            }
+            let status =
+                wait_bounded(pid, 60).unwrap_or_else(|| panic!("fork #{i}: the child could not spawn (stuck)"));
             assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "fork #{i}: status {status:#x}");
         }
         stop.store(true, Ordering::Relaxed);
