@@ -769,12 +769,7 @@ fn no_mapping_or_tls_leak_over_many_threads() {
             })
             .collect();
         drop(tid_tx);
-        releases.into_iter().for_each(|go| go.send(()).unwrap());
-        for tid in tid_rx {
-            while Path::new(&format!("/proc/self/task/{tid}")).exists() {
-                thread::yield_now();
-            }
-        }
+        release_and_wait_for_exit(releases, tid_rx);
         // Every thread has exited. Empty the region pool: what stays
         // mapped then is what leaked.
         drain_pool();
@@ -859,6 +854,17 @@ fn glibc_per_thread_buffers_do_not_leak() {
     }
 }
 
+/// Lets blocked threads go (one message each), then waits until every
+/// thread that sent its tid has left /proc/self/task.
+fn release_and_wait_for_exit(releases: Vec<mpsc::Sender<()>>, tids: mpsc::Receiver<libc::pid_t>) {
+    releases.into_iter().for_each(|go| go.send(()).unwrap());
+    for tid in tids {
+        while Path::new(&format!("/proc/self/task/{tid}")).exists() {
+            thread::yield_now();
+        }
+    }
+}
+
 /// The mapped ranges of this process, from /proc/self/maps.
 fn mapped_ranges() -> Vec<std::ops::Range<usize>> {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
@@ -905,12 +911,7 @@ fn emptied_pool_unmaps_every_region() {
             })
             .collect();
         drop(tid_tx);
-        releases.into_iter().for_each(|go| go.send(()).unwrap());
-        for tid in tid_rx {
-            while Path::new(&format!("/proc/self/task/{tid}")).exists() {
-                thread::yield_now();
-            }
-        }
+        release_and_wait_for_exit(releases, tid_rx);
         for i in 0..60 {
             let h = Builder::new().stack_size(sizes[i % 3]).spawn(work).unwrap();
             while !h.is_finished() {
