@@ -356,6 +356,21 @@ mod tests {
     }
 
     #[test]
+    fn tp_takes_the_largest_tls_alignment() {
+        // A TCB whose size is no multiple of the alignment: aligning tp is
+        // then more than rounding.
+        for align in [16, 64, 256, 4096] {
+            let block = BlockGeometry { tcb: 2368 + 8, align, ..BLOCK };
+            let p = Plan::new(&block, SIZES, Layout::new::<u64>(), None).unwrap().unwrap();
+            assert_eq!(p.tcb().start % align, 0, "align {align}");
+            assert!(p.tcb().end <= p.len());
+        }
+        let too_big = BlockGeometry { align: 8192, ..BLOCK };
+        let err = Plan::new(&too_big, SIZES, Layout::new::<u64>(), None).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::Unsupported);
+    }
+
+    #[test]
     fn sizes_round_up_to_pages() {
         let p = plan(Sizes { altstack: 10_000, guard: 1, stack: 5000, ..SIZES }, Layout::new::<u64>());
         assert_eq!(p.altstack().len(), 12288);

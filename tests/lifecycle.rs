@@ -505,3 +505,72 @@ fn detached_result_panicking_on_drop_ends_as_std_does() {
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
+
+/// `set_pool_limits` with zeros while a pooled region's thread is still
+/// exiting (DONE, its handle dropped, held in a `thread_local!` destructor
+/// that another thread releases a little later): the call waits for that
+/// thread and unmaps its region before it returns.
+#[test]
+fn emptying_the_pool_waits_for_exiting_threads() {
+    if in_child("emptying_the_pool_waits_for_exiting_threads") {
+        let (reached_tx, reached) = mpsc::channel();
+        let (open, gate) = mpsc::channel();
+        let handle = rawthread::spawn(move || {
+            HOLD.with_borrow_mut(|hold| *hold = Some(HoldInDestructor { reached: reached_tx, gate }));
+        });
+        let region = handle.layout().region;
+        reached.recv().unwrap();
+        // DONE but not exited: the region goes to the pool, still in use.
+        drop(handle);
+        let opener = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            open.send(()).unwrap();
+        });
+        rawthread::set_pool_limits(rawthread::PoolLimits { regions: 0, bytes: 0 });
+        assert!(!mapped(&region), "region {region:x?} still mapped after emptying the pool");
+        opener.join().unwrap();
+        return;
+    }
+    run_child_ok("emptying_the_pool_waits_for_exiting_threads");
+}
+
+/// The pool gives a spawn the smallest finished region that fits, whatever
+/// order they were pooled in, and keeps regions over four times the stack
+/// for bigger requests.
+#[test]
+fn pool_hands_out_the_best_fit() {
+    if in_child("pool_hands_out_the_best_fit") {
+        let region = |stack: usize| {
+            let h = rawthread::Builder::new().stack_size(stack).spawn(|| ()).unwrap();
+            let r = h.layout().region;
+            h.join().unwrap();
+            r
+        };
+        for order in [[64 << 10, 128 << 10], [128 << 10, 64 << 10]] {
+            drain_pool();
+            // Both alive at once, so they get two regions.
+            let gate = Arc::new(Barrier::new(3));
+            let threads: Vec<_> = order
+                .iter()
+                .map(|&stack| {
+                    let gate = gate.clone();
+                    rawthread::Builder::new()
+                        .stack_size(stack)
+                        .spawn(move || {
+                            gate.wait();
+                        })
+                        .unwrap()
+                })
+                .collect();
+            let small = threads[order.iter().position(|&s| s == 64 << 10).unwrap()].layout().region;
+            gate.wait();
+            threads.into_iter().for_each(|t| t.join().unwrap());
+            assert_eq!(region(64 << 10), small, "pooled in the order {order:?}");
+        }
+        drain_pool();
+        let big = region(2 << 20);
+        assert_ne!(region(64 << 10), big, "a 2 MiB region given to a 64 KiB stack");
+        return;
+    }
+    run_child_ok("pool_hands_out_the_best_fit");
+}
