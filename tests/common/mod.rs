@@ -5,8 +5,9 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::io;
-use std::process::{Command, Output};
-use std::sync::Once;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Once, mpsc};
+use std::time::Duration;
 
 /// Tells a re-run of the test binary which test's child half to play.
 pub const CHILD_ENV: &str = "RAWTHREAD_CHILD";
@@ -16,16 +17,37 @@ pub fn in_child(test: &str) -> bool {
     std::env::var(CHILD_ENV).is_ok_and(|v| v == test)
 }
 
+/// How long a child may run before it is taken for hung and killed (not
+/// a timing assertion: a bound that turns a hang into a failure).
+const CHILD_BOUND: Duration = Duration::from_secs(600);
+
 /// Runs this test binary again with only `test` selected, with
 /// `RAWTHREAD_CHILD=test` and `env` (which may override it), and returns
-/// what it printed.
+/// what it printed. A child still running after [`CHILD_BOUND`] is killed
+/// (SIGKILL), so that a deadlock fails its test instead of hanging the suite.
 pub fn run_child(test: &str, env: &[(&str, &str)]) -> Output {
-    Command::new(std::env::current_exe().expect("current_exe"))
+    let child = Command::new(std::env::current_exe().expect("current_exe"))
         .env(CHILD_ENV, test)
         .envs(env.iter().copied())
         .args(["--exact", test, "--include-ignored", "--nocapture", "--test-threads=1"])
-        .output()
-        .expect("run the test binary as a child process")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the test binary as a child process");
+    let pid = child.id() as libc::pid_t;
+    let (done, finished) = mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if finished.recv_timeout(CHILD_BOUND) == Err(mpsc::RecvTimeoutError::Timeout) {
+            // SAFETY: our own child, which cannot have been reaped: the
+            // waiting thread says so (drops `done`) right after reaping, and
+            // a child still running at the bound has not exited.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    });
+    let out = child.wait_with_output().expect("wait for the child process");
+    drop(done);
+    watchdog.join().unwrap();
+    out
 }
 
 /// Asserts that the child ran its test and passed, showing its output if not.
