@@ -20,8 +20,8 @@ use rawthread::Builder;
 mod common;
 
 use common::{
-    assert_child_passed, drain_pool, gettid, in_child, maps as mapping_count, page_size, quiet_expected_panics,
-    refuse_syscalls, run_child,
+    assert_child_passed, drain_pool, gettid, in_child, malloc_in_use, maps as mapping_count, page_size,
+    quiet_expected_panics, refuse_syscalls, run_child,
 };
 
 // ---------------------------------------------------------------------------
@@ -701,11 +701,6 @@ fn clone_failure_drops_the_closure() {
 // ---------------------------------------------------------------------------
 // What threads leave behind
 // ---------------------------------------------------------------------------
-
-fn malloc_in_use() -> usize {
-    // SAFETY: mallinfo2 has no preconditions.
-    unsafe { libc::mallinfo2() }.uordblks
-}
 
 /// 64 allocating threads alive at once, until malloc has made all the
 /// arenas it ever will (8 per core), then an empty region pool: the

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use rawthread::ThreadLayout;
 
-use common::{CHILD_ENV, EXPECTED, drain_pool, fds, gettid, in_child, maps, rss, run_child, run_child_ok, tasks};
+use common::{
+    CHILD_ENV, EXPECTED, drain_pool, fds, gettid, in_child, malloc_in_use, maps, rss, run_child, run_child_ok, tasks,
+};
 
 /// How much RSS may wobble between two batches: 1 MiB. Leaked malloc
 /// caches (1.2 KB and up each) would add 12 MB over 10,000 detached threads
@@ -198,14 +200,19 @@ fn detached_threads_clean_up() {
         let ran = Arc::new(AtomicUsize::new(0));
         detached_batch(&ran, 10_000);
         drain_pool();
-        let (rss1, maps1) = (rss(), maps());
+        let (rss1, maps1, heap1) = (rss(), maps(), malloc_in_use());
         detached_batch(&ran, 10_000);
         drain_pool();
-        let (rss2, maps2) = (rss(), maps());
-        println!("after 10k detached: rss {rss1} maps {maps1}; after 20k: rss {rss2} maps {maps2}");
+        let (rss2, maps2, heap2) = (rss(), maps(), malloc_in_use());
+        println!(
+            "after 10k detached: rss {rss1} maps {maps1} malloc {heap1}; after 20k: rss {rss2} maps {maps2} malloc {heap2}"
+        );
         assert_eq!(ran.load(Ordering::SeqCst), 20_000);
         assert!(maps2 <= maps1, "mappings grew from {maps1} to {maps2}");
         assert!(rss2 <= rss1 + SLACK, "RSS grew from {rss1} to {rss2}");
+        // Exact where RSS is not: one malloc cache lost per self-unmapping
+        // thread would add far more.
+        assert!(heap2 <= heap1 + (256 << 10), "malloc in use grew from {heap1} to {heap2}");
         return;
     }
     print!("{}", run_child_ok("detached_threads_clean_up"));

@@ -103,6 +103,12 @@ pub fn rss() -> usize {
     pages * page_size()
 }
 
+/// Bytes malloc has handed out and not had back (all arenas).
+pub fn malloc_in_use() -> usize {
+    // SAFETY: mallinfo2 has no preconditions.
+    unsafe { libc::mallinfo2() }.uordblks
+}
+
 /// Number of mappings.
 pub fn maps() -> usize {
     std::fs::read_to_string("/proc/self/maps").unwrap().lines().count()
