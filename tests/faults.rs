@@ -253,7 +253,10 @@ fn overflow_report_for_unnamed_and_std_threads() {
         unreachable!();
     }
     if in_child("overflow_report_std") {
-        rawthread::spawn(|| ()).join().unwrap(); // our handler is installed
+        // Our handler is installed, once: a second spawn must not install
+        // it again over itself (it would then hand std's faults to itself).
+        rawthread::spawn(|| ()).join().unwrap();
+        rawthread::spawn(|| ()).join().unwrap();
         std::thread::Builder::new().name("std-diver".into()).spawn(|| recurse(0)).unwrap().join().unwrap();
         unreachable!();
     }
