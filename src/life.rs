@@ -210,9 +210,9 @@ where
             drop_result: drop_result::<T>,
         }),
         Err(e) => {
-            // No thread: take the closure back to drop it here (with
-            // what it captured, and the latch); the
-            // untouched region goes back to the pool.
+            // No thread: take the closure back to drop it here (with what
+            // it captured, and the latch); the untouched region goes back
+            // to the pool.
             // SAFETY: written above and never read by anyone.
             drop(unsafe { (*record).start.assume_init_read() });
             pool::put(block);

@@ -357,6 +357,20 @@ fn mapped(range: &Range<usize>) -> bool {
     })
 }
 
+/// Spawns a thread that returns `result` and then holds in a
+/// `thread_local!` destructor until the returned sender sends; returns once
+/// it is held there (DONE, not exited).
+fn spawn_held_in_destructor<T: Send + 'static>(result: T) -> (rawthread::JoinHandle<T>, mpsc::Sender<()>) {
+    let (reached_tx, reached) = mpsc::channel();
+    let (open, gate) = mpsc::channel();
+    let handle = rawthread::spawn(move || {
+        HOLD.with_borrow_mut(|hold| *hold = Some(HoldInDestructor { reached: reached_tx, gate }));
+        result
+    });
+    reached.recv().expect("the thread reaches its thread_local! destructor");
+    (handle, open)
+}
+
 /// Spawns a thread whose result counts its drops and which then holds in a
 /// `thread_local!` destructor; drops its handle while it is held there (the
 /// thread is DONE but has not exited), checks the handle dropped the unread
@@ -364,15 +378,8 @@ fn mapped(range: &Range<usize>) -> bool {
 /// Returns the thread's layout, read before the handle was dropped.
 fn drop_handle_while_done() -> ThreadLayout {
     let drops = Arc::new(AtomicUsize::new(0));
-    let (reached_tx, reached) = mpsc::channel();
-    let (open, gate) = mpsc::channel();
-    let result = CountedResult(drops.clone());
-    let handle = rawthread::spawn(move || {
-        HOLD.with_borrow_mut(|hold| *hold = Some(HoldInDestructor { reached: reached_tx, gate }));
-        result
-    });
+    let (handle, open) = spawn_held_in_destructor(CountedResult(drops.clone()));
     let (tid, layout) = (handle.tid(), handle.layout());
-    reached.recv().expect("the thread reaches its thread_local! destructor");
     assert!(!handle.is_finished(), "the thread is held in its destructor");
     assert_eq!(drops.load(Ordering::SeqCst), 0, "the result was dropped before its handle");
     drop(handle);
@@ -522,13 +529,8 @@ fn detached_result_panicking_on_drop_ends_as_std_does() {
 #[test]
 fn emptying_the_pool_waits_for_exiting_threads() {
     if in_child("emptying_the_pool_waits_for_exiting_threads") {
-        let (reached_tx, reached) = mpsc::channel();
-        let (open, gate) = mpsc::channel();
-        let handle = rawthread::spawn(move || {
-            HOLD.with_borrow_mut(|hold| *hold = Some(HoldInDestructor { reached: reached_tx, gate }));
-        });
+        let (handle, open) = spawn_held_in_destructor(());
         let region = handle.layout().region;
-        reached.recv().unwrap();
         // DONE but not exited: the region goes to the pool, still in use.
         drop(handle);
         let opener = std::thread::spawn(move || {

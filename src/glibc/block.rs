@@ -85,7 +85,7 @@ impl Block {
         // SAFETY: moved out of a ManuallyDrop that is not used again.
         let mut region = unsafe { ptr::read(&this.region) };
         region.refit(plan);
-        // SAFETY: as in init_block: zeroed TCB, static TLS ours alone.
+        // SAFETY: as in Block::new: zeroed TCB, static TLS ours alone.
         if unsafe { (glibc.allocate_tls)(tp as *mut c_void) }.is_null() {
             // Keep the malloc state for a later thread, then unmap.
             malloc_states().push(kept);
