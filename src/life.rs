@@ -189,6 +189,11 @@ where
         arg: record.cast(),
     };
     let (guard, altstack) = (region.guard(), region.altstack());
+    // On glibc's thread list before the child exists, so that a setuid()
+    // racing with this spawn reaches it; signals must still be open here
+    // (see glibc/lists.rs).
+    // SAFETY: a block of this glibc, on no list, mapped until unlisted.
+    unsafe { glibc::list(glibc, tp) };
     // Nothing may run on the child before its thread block is live: it
     // starts with every signal blocked and restores our mask itself.
     let sigmask = sys::block_all_signals();
@@ -210,9 +215,11 @@ where
             drop_result: drop_result::<T>,
         }),
         Err(e) => {
-            // No thread: take the closure back to drop it here (with what
-            // it captured, and the latch); the untouched region goes back
-            // to the pool.
+            // No thread: off the list, then take the closure back to drop
+            // it here (with what it captured, and the latch); the untouched
+            // region goes back to the pool.
+            // SAFETY: listed above; no thread ever ran on the block.
+            unsafe { glibc::unlist(glibc, tp) };
             // SAFETY: written above and never read by anyone.
             drop(unsafe { (*record).start.assume_init_read() });
             pool::put(block);

@@ -1,4 +1,4 @@
-//! Kernel calls: raw clone3/clone, futex wait, signal masks, rseq, the
+//! Kernel calls: raw clone3/clone, futexes, signal masks, rseq, the
 //! thread's name and its exit, the clock. Everything here is one system
 //! call, or the assembly in `asm/x86_64.s` around one (which this file
 //! assembles into the crate), and no policy: the fallback from clone3 to
@@ -123,6 +123,33 @@ pub(crate) fn futex_wait(word: &AtomicI32, expected: i32) {
     unsafe {
         libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, std::ptr::null::<libc::timespec>())
     };
+}
+
+/// A *private* futex wait, as glibc's own locks use: returns on a wake,
+/// a signal, or at once if `word` no longer holds `expected`.
+pub(crate) fn futex_wait_private(word: &AtomicI32, expected: i32) {
+    // SAFETY: `word` is a valid, aligned i32 for the duration of the call.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            std::ptr::null::<libc::timespec>(),
+        )
+    };
+}
+
+/// Wakes one private waiter on `word`.
+pub(crate) fn futex_wake_private(word: &AtomicI32) {
+    // SAFETY: `word` is a valid, aligned i32; a wake only reads its address.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, 1) };
+}
+
+/// Gives up the CPU.
+pub(crate) fn yield_cpu() {
+    // SAFETY: sched_yield has no preconditions.
+    unsafe { libc::sched_yield() };
 }
 
 /// Registers the calling thread's rseq area. Returns false if the kernel

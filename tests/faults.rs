@@ -7,24 +7,36 @@ mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{CHILD_ENV, fds, in_child, maps, refuse_syscalls, run_child, run_child_ok};
+use common::{
+    CHILD_ENV, assert_child_passed, fds, glibc_user_threads, in_child, maps, refuse_syscalls, run_child, run_child_ok,
+};
 
 /// Both refused with EAGAIN: every spawn is `Err(EAGAIN)`, and 1,000 of
 /// them leak no mapping and no file descriptor.
 #[test]
 fn clone_eagain_is_an_error_and_leaks_nothing() {
     if in_child("clone_eagain_is_an_error_and_leaks_nothing") {
+        // Refused before the first spawn, its probe fails; after one, the
+        // raw clone itself, its block already on glibc's thread list.
+        let after_a_spawn = std::env::var("AFTER_A_SPAWN").is_ok();
+        if after_a_spawn {
+            rawthread::spawn(|| ()).join().unwrap();
+        }
         refuse_syscalls(&[(libc::SYS_clone3, libc::EAGAIN), (libc::SYS_clone, libc::EAGAIN)]);
         let first = rawthread::Builder::new().spawn(|| ()).unwrap_err();
         assert_eq!(first.raw_os_error(), Some(libc::EAGAIN));
-        let (maps0, fds0) = (maps(), fds());
+        let (maps0, fds0, listed0) = (maps(), fds(), glibc_user_threads());
         for _ in 0..1000 {
             let e = rawthread::Builder::new().spawn(|| ()).unwrap_err();
             assert_eq!(e.raw_os_error(), Some(libc::EAGAIN));
         }
         assert_eq!((maps(), fds()), (maps0, fds0));
+        assert_eq!(glibc_user_threads(), listed0, "glibc's thread list after 1000 failed spawns");
+        assert!(listed0.is_some());
         return;
     }
+    let out = run_child("clone_eagain_is_an_error_and_leaks_nothing", &[("AFTER_A_SPAWN", "1")]);
+    assert_child_passed(&out);
     run_child_ok("clone_eagain_is_an_error_and_leaks_nothing");
 }
 

@@ -166,10 +166,9 @@ unsafe fn write_header(glibc: &Glibc, region: &Region) {
         *at::<usize>(tp, TCB_STACK_GUARD) = *at::<usize>(me, TCB_STACK_GUARD);
         *at::<usize>(tp, TCB_POINTER_GUARD) = *at::<usize>(me, TCB_POINTER_GUARD);
         *at::<u32>(tp, TCB_FEATURE_1) = *at::<u32>(me, TCB_FEATURE_1);
-        // An empty list node: fork() in this thread unlinks it from
-        // glibc's thread lists in the child.
-        let list = tp + glibc.list;
-        *at::<[usize; 2]>(tp, glibc.list) = [list, list];
+        // Not a glibc stack: fork() in this thread puts it back on
+        // `_dl_stack_user` in the child, never among glibc's stacks.
+        glibc.lists.user_stack.mark_user(tp);
         // pthread_{get,set}specific use the in-TCB first block directly,
         // but destructors reach it through specific[0].
         *at::<usize>(tp, glibc.specific) = tp + glibc.specific - KEY_L2 * size_of::<KeyData>();

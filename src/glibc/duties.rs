@@ -60,6 +60,10 @@ pub(crate) unsafe fn leave(g: &Glibc, tp: usize) {
     // marked read by the first call and freed by the next.
     // SAFETY: dlerror has no preconditions.
     while !unsafe { libc::dlerror() }.is_null() {}
+    // Last: off glibc's thread list, with signals still open (see
+    // lists.rs); setuid and dlopen no longer reach this thread.
+    // SAFETY: we are that thread, past its last user code.
+    unsafe { super::lists::unlist(g, tp) };
 }
 
 /// pthread-key destructors, as glibc's `__nptl_deallocate_tsd` runs

@@ -84,8 +84,78 @@ pub(crate) struct Glibc {
     pub(super) call_tls_dtors: unsafe extern "C" fn(),
     pub(super) ctype_init: unsafe extern "C" fn(),
     pub(super) res_iclose: unsafe extern "C" fn(*mut c_void, bool),
+    /// glibc's thread lists, which raw threads join (`lists.rs`).
+    pub(super) lists: Lists,
     /// What the probe found in a thread glibc made (`probe.rs`).
     pub(super) probed: Probed,
+}
+
+/// glibc's thread lists, in ld.so's `_rtld_global`, and the fields of
+/// `struct pthread` that the code walking them reads. The two list heads
+/// come from libthread_db's descriptors. The lock has none: its place
+/// follows from the order of `struct rtld_global`, the same from glibc
+/// 2.34 to 2.43 (`_dl_stack_used`, `_dl_stack_user`, `_dl_stack_cache`,
+/// `_dl_stack_cache_actsize`, `_dl_in_flight_stack`,
+/// `_dl_stack_cache_lock`), and the probe proves it is the lock
+/// `pthread_create` takes before any raw thread uses it.
+pub(super) struct Lists {
+    /// Addresses of the list heads (`list_t`) and of the words after them.
+    pub(super) used: usize,
+    pub(super) user: usize,
+    pub(super) cache: usize,
+    pub(super) in_flight: usize,
+    pub(super) lock: usize,
+    /// Where `struct pthread` says its stack is the user's.
+    pub(super) user_stack: UserStack,
+}
+
+/// The field that tells `fork()` which list the forking thread goes back
+/// to in the child: `bool user_stack` (true) just after `report_events`
+/// until glibc 2.41; from 2.42 `enum allocate_stack_mode_t stack_mode` in
+/// its place, 4-aligned, whose user value is `ALLOCATE_GUARD_USER` (2).
+#[derive(Clone, Copy)]
+pub(super) struct UserStack {
+    pub(super) offset: usize,
+    pub(super) wide: bool,
+}
+
+impl UserStack {
+    fn after_report_events(report_events: usize, glibc_minor: u32) -> UserStack {
+        if glibc_minor >= 42 {
+            UserStack { offset: (report_events + 1).next_multiple_of(4), wide: true }
+        } else {
+            UserStack { offset: report_events + 1, wide: false }
+        }
+    }
+
+    /// The value of a thread whose stack glibc did not allocate.
+    pub(super) fn user(self) -> u32 {
+        if self.wide { 2 } else { 1 }
+    }
+
+    /// The field in the `struct pthread` at `tp`.
+    ///
+    /// # Safety
+    /// `tp` is a live `struct pthread` of this glibc.
+    pub(super) unsafe fn read(self, tp: usize) -> u32 {
+        // SAFETY: per the contract, the field lies inside it.
+        unsafe { if self.wide { *at::<u32>(tp, self.offset) } else { u32::from(*at::<u8>(tp, self.offset)) } }
+    }
+
+    /// Marks the `struct pthread` at `tp` as running on a stack of its own.
+    ///
+    /// # Safety
+    /// `tp` is a `struct pthread` of this glibc that nobody else writes.
+    pub(super) unsafe fn mark_user(self, tp: usize) {
+        // SAFETY: per the contract.
+        unsafe {
+            if self.wide {
+                *at::<u32>(tp, self.offset) = self.user();
+            } else {
+                *at::<u8>(tp, self.offset) = 1;
+            }
+        }
+    }
 }
 
 /// Where glibc keeps per-thread state that only a thread made by glibc
@@ -212,6 +282,7 @@ pub(super) fn discover() -> Result<Glibc, String> {
         ctype_init: unsafe { function(c"__ctype_init")? },
         // SAFETY: see above; void __res_iclose(res_state, bool free_addr).
         res_iclose: unsafe { function(c"__res_iclose")? },
+        lists: find_lists()?,
         probed: Probed::default(),
     };
 
@@ -253,6 +324,30 @@ pub(super) fn discover() -> Result<Glibc, String> {
     check(unsafe { (*keys)[1] } as usize == KEY_L1 * KEY_L2, "PTHREAD_KEYS_MAX")?;
 
     Ok(g)
+}
+
+/// glibc's minor version number, from `gnu_get_libc_version()`.
+fn glibc_minor() -> Result<u32, String> {
+    // SAFETY: gnu_get_libc_version returns a static NUL-terminated string.
+    let version = unsafe { CStr::from_ptr(gnu_get_libc_version()) }.to_string_lossy();
+    let minor = version.strip_prefix("2.").and_then(|rest| rest.split('.').next()?.parse().ok());
+    minor.ok_or_else(|| format!("glibc version {version:?} is not 2.x"))
+}
+
+fn find_lists() -> Result<Lists, String> {
+    let rtld = dlsym(c"_rtld_global")? as usize;
+    let used = rtld + field_offset(c"_thread_db_rtld_global__dl_stack_used")?;
+    let user = rtld + field_offset(c"_thread_db_rtld_global__dl_stack_user")?;
+    // Two `list_t`s, then a `list_t`, a `size_t` and a `uintptr_t`.
+    check(user == used + 16, "_dl_stack_user follows _dl_stack_used")?;
+    Ok(Lists {
+        used,
+        user,
+        cache: user + 16,
+        in_flight: user + 40,
+        lock: user + 48,
+        user_stack: UserStack::after_report_events(field_offset(c"_thread_db_pthread_report_events")?, glibc_minor()?),
+    })
 }
 
 unsafe extern "C" {

@@ -27,18 +27,21 @@
 //! | `probe` | the one pthread, which finds what only a glibc thread shows |
 //! | `block` | building, renewing and freeing a region's thread block |
 //! | `duties` | a raw thread's first and last steps |
+//! | `lists` | glibc's thread list, which raw threads join and leave |
 //! | `handover` | malloc's per-thread state, handed from thread to thread |
 
 mod block;
 mod duties;
 mod handover;
 mod layout;
+mod lists;
 mod probe;
 
 pub(crate) use block::Block;
 pub(crate) use duties::{enter, leave, refresh_tid};
 pub(crate) use handover::{MallocState, malloc_states};
 pub(crate) use layout::{Glibc, current_tp};
+pub(crate) use lists::{list, unlist};
 
 use std::io;
 

@@ -1,6 +1,7 @@
 //! The probe: the one pthread rawthread makes, which finds in a thread
 //! glibc made what no exported descriptor gives, and checks the hand-over
-//! of malloc's state before any raw thread relies on it.
+//! of malloc's state and the place of glibc's thread lists before any raw
+//! thread relies on them.
 
 use std::ffi::c_void;
 use std::io;
@@ -11,6 +12,7 @@ use memmap2::MmapOptions;
 
 use super::handover::MALLOC_WORDS_MAX;
 use super::layout::{Glibc, LIBC_TLS_MAX, Probed, at, current_tp, unsupported};
+use super::lists::Held;
 
 /// The one pthread rawthread ever makes, at the first spawn: it finds, in a
 /// thread glibc made, what no exported descriptor gives.
@@ -26,6 +28,7 @@ use super::layout::{Glibc, LIBC_TLS_MAX, Probed, at, current_tp, unsupported};
 /// * Where `struct pthread` keeps the buffers that `strerror` and
 ///   `strsignal` allocate for unknown numbers, which glibc frees at a
 ///   thread's exit: the words of the TCB holding the pointers they return.
+/// * That glibc's thread lists are where [`Lists`] says ([`prove_lists`]).
 ///
 /// The same pthread puts glibc in multi-threaded mode the only way that
 /// sets *all* of its state (`__libc_single_threaded`, its SIGCANCEL and
@@ -34,105 +37,49 @@ use super::layout::{Glibc, LIBC_TLS_MAX, Probed, at, current_tp, unsupported};
 /// a later real `pthread_create` skipping the handler set-up, and the next
 /// `setuid()` kills the process with signal 33.
 pub(super) fn probe(glibc: &Glibc) -> io::Result<Probed> {
+    /// The probe's stack, and the stack of the one thread it starts.
     const SIZE: usize = 256 << 10;
-    /// What the pthread found: its tp, the offsets, the chunks it freed.
-    type Report = (usize, Result<Probed, &'static str>, Freed);
-    struct Probe<'a> {
-        glibc: &'a Glibc,
-        /// The report, once made; then whether the creator has checked
-        /// its malloc state (until then the pthread waits, keeping that
-        /// state alive and unused).
-        stage: Mutex<(Option<Report>, bool)>,
-        turn: Condvar,
-    }
-    impl Probe<'_> {
-        fn lock(&self) -> MutexGuard<'_, (Option<Report>, bool)> {
-            self.stage.lock().unwrap_or_else(|e| e.into_inner())
-        }
-        fn wait<'a>(&self, stage: MutexGuard<'a, (Option<Report>, bool)>) -> MutexGuard<'a, (Option<Report>, bool)> {
-            self.turn.wait(stage).unwrap_or_else(|e| e.into_inner())
-        }
-    }
-    extern "C" fn run(probe: *mut c_void) -> *mut c_void {
-        // SAFETY: the creator's `Probe`, alive until it has joined us.
-        let probe = unsafe { &*probe.cast::<Probe>() };
-        let tp = current_tp();
-        let (found, freed) = match find_malloc_state(probe.glibc, tp) {
-            Ok((found, freed)) => (Ok(found), freed),
-            Err(e) => (Err(e), Freed::default()),
-        };
-        let mut stage = probe.lock();
-        stage.0 = Some((tp, found, freed));
-        probe.turn.notify_all();
-        while !stage.1 {
-            stage = probe.wait(stage);
-        }
-        // Only now may this thread allocate again: the chunks it freed
-        // had to stay where they were for the check.
-        let Some((_, found, _)) = &mut stage.0 else { return ptr::null_mut() };
-        *found = found.and_then(|mut found| {
-            // SAFETY: strerror and strsignal have no preconditions; the
-            // strings stay ours until this thread calls them again.
-            let (strerror, strsignal) = unsafe { (libc::strerror(1000), libc::strsignal(200)) };
-            let tcb = (tp..tp + probe.glibc.tcb_size).step_by(size_of::<usize>());
-            let holding = |p: *mut libc::c_char| {
-                // SAFETY: reading this thread's own TCB.
-                tcb.clone().filter(move |&w| unsafe { *(w as *const usize) } == p as usize)
-            };
-            let once = |p| {
-                let mut words = holding(p);
-                match (words.next(), words.next()) {
-                    (Some(w), None) => Ok(w - tp),
-                    _ => Err("struct pthread tls_state"),
-                }
-            };
-            found.strerror_buf = once(strerror)?;
-            found.strsignal_buf = once(strsignal)?;
-            Ok(found)
-        });
-        ptr::null_mut()
-    }
-    let mut stack = MmapOptions::new().len(SIZE).stack().map_anon()?;
-    let base = stack.as_mut_ptr() as usize;
-    let probe = Probe { glibc, stage: Mutex::new((None, false)), turn: Condvar::new() };
-    let mut report = (0, Err("the probe did not run"), Freed::default());
+    let mut stacks = MmapOptions::new().len(2 * SIZE).stack().map_anon()?;
+    let base = stacks.as_mut_ptr() as usize;
+    let probe =
+        Probe { glibc, inner_stack: (base + SIZE, SIZE), stage: Mutex::new(Stage::default()), turn: Condvar::new() };
+    let mut stage = Stage::default();
     // SAFETY: a stack of ours that outlives the thread (joined below),
     // attributes initialised and destroyed here, and a start routine that
     // uses only `probe`.
     let err = unsafe {
-        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
-        libc::pthread_attr_init(&mut attr);
-        let mut err = libc::pthread_attr_setstack(&mut attr, base as *mut c_void, SIZE);
-        if err == 0 {
-            let mut thread: libc::pthread_t = 0;
-            err = libc::pthread_create(&mut thread, &attr, run, (&raw const probe).cast_mut().cast());
-            if err == 0 {
-                let mut stage = probe.lock();
-                while stage.0.is_none() {
-                    stage = probe.wait(stage);
-                }
-                if let Some((tp, found, freed)) = &mut stage.0
-                    && let Ok(malloc) = *found
-                    && !check_malloc_state(&malloc, *tp, *freed)
-                {
-                    *found = Err("handing on malloc's per-thread state does not hand on its cache");
-                }
-                stage.1 = true;
-                probe.turn.notify_all();
-                drop(stage);
-                libc::pthread_join(thread, ptr::null_mut());
-                report = probe.lock().0.take().unwrap_or(report);
-            }
-        }
+        let mut attr = stack_attr(base, SIZE);
+        let mut thread: libc::pthread_t = 0;
+        let err = libc::pthread_create(&mut thread, &attr, run, (&raw const probe).cast_mut().cast());
         libc::pthread_attr_destroy(&mut attr);
+        if err == 0 {
+            let mut st = probe.wait_for(|st| st.report.is_some());
+            if let Some((tp, found, freed)) = &mut st.report
+                && let Ok(malloc) = *found
+                && !check_malloc_state(&malloc, *tp, *freed)
+            {
+                *found = Err("handing on malloc's per-thread state does not hand on its cache");
+            }
+            st.malloc_checked = true;
+            probe.turn.notify_all();
+            drop(st);
+            let lists = prove_lists(&probe);
+            libc::pthread_join(thread, ptr::null_mut());
+            stage = std::mem::take(&mut *probe.lock());
+            stage.lists = Some(lists.and(stage.lists.unwrap_or(Err(Failure::Layout("the probe did not run")))));
+        }
         err
     };
     if err != 0 {
         return Err(io::Error::from_raw_os_error(err));
     }
     let fail = |what: &str| unsupported(format!("glibc layout check failed: {what}"));
-    let (tp, found, _) = report;
+    let (tp, found, _) = stage.report.ok_or_else(|| fail("the probe did not run"))?;
     let mut found = found.map_err(fail)?;
+    stage.lists.unwrap_or(Err(Failure::Layout("the probe did not run"))).map_err(|e| match e {
+        Failure::Layout(what) => fail(what),
+        Failure::Os(errno) => io::Error::from_raw_os_error(errno),
+    })?;
     // On a stack it is given, glibc puts the TCB at the top and records
     // the whole stack: {stackblock, stackblock_size} = {base, SIZE}.
     found.stackblock = (base..base + SIZE)
@@ -146,6 +93,218 @@ pub(super) fn probe(glibc: &Glibc) -> io::Result<Probed> {
         .flatten()
         .ok_or_else(|| fail("struct pthread stackblock"))?;
     Ok(found)
+}
+
+/// Attributes for a pthread on `[base, base + size)`.
+///
+/// # Safety
+/// The caller destroys the attributes.
+unsafe fn stack_attr(base: usize, size: usize) -> libc::pthread_attr_t {
+    // SAFETY: zeroed storage, initialised before use.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        libc::pthread_attr_init(&mut attr);
+        libc::pthread_attr_setstack(&mut attr, base as *mut c_void, size);
+        attr
+    }
+}
+
+/// What the probe pthread found: its tp, the offsets, the chunks it freed.
+type Report = (usize, Result<Probed, &'static str>, Freed);
+
+/// Why the lists could not be proven: a layout that is not as expected,
+/// or the kernel's refusal of the thread the proof starts.
+#[derive(Clone, Copy, Debug)]
+enum Failure {
+    Layout(&'static str),
+    Os(i32),
+}
+
+/// The probe's progress, shared by its creator and the probe pthread.
+#[derive(Default)]
+struct Stage {
+    /// The probe's report, once made.
+    report: Option<Report>,
+    /// The creator has checked the malloc state (until then the probe
+    /// waits, keeping that state alive and unused).
+    malloc_checked: bool,
+    /// The creator holds the lock to prove: the probe may start its thread.
+    create: bool,
+    /// The probe's `pthread_create` has returned.
+    created: bool,
+    /// The lists as the probe and its thread saw them, once it looked.
+    lists: Option<Result<(), Failure>>,
+}
+
+struct Probe<'a> {
+    glibc: &'a Glibc,
+    /// The stack of the thread the probe starts: base and size.
+    inner_stack: (usize, usize),
+    stage: Mutex<Stage>,
+    turn: Condvar,
+}
+
+impl Probe<'_> {
+    fn lock(&self) -> MutexGuard<'_, Stage> {
+        self.stage.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wait_for(&self, ready: impl Fn(&Stage) -> bool) -> MutexGuard<'_, Stage> {
+        let mut stage = self.lock();
+        while !ready(&stage) {
+            stage = self.turn.wait(stage).unwrap_or_else(|e| e.into_inner());
+        }
+        stage
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Stage)) {
+        f(&mut self.lock());
+        self.turn.notify_all();
+    }
+}
+
+/// The probe pthread.
+extern "C" fn run(probe: *mut c_void) -> *mut c_void {
+    // SAFETY: the creator's `Probe`, alive until it has joined us.
+    let probe = unsafe { &*probe.cast::<Probe>() };
+    let tp = current_tp();
+    let (found, freed) = match find_malloc_state(probe.glibc, tp) {
+        Ok((found, freed)) => (Ok(found), freed),
+        Err(e) => (Err(e), Freed::default()),
+    };
+    probe.update(|st| st.report = Some((tp, found, freed)));
+    // Only once the creator has checked may this thread allocate again: the
+    // chunks it freed had to stay where they were.
+    let mut st = probe.wait_for(|st| st.malloc_checked);
+    if let Some((_, found, _)) = &mut st.report {
+        *found = found.and_then(|mut found| {
+            (found.strerror_buf, found.strsignal_buf) = find_strerror_bufs(probe.glibc, tp)?;
+            Ok(found)
+        });
+    }
+    drop(st);
+    let lists = start_and_join(probe);
+    probe.update(|st| st.lists = Some(lists));
+    ptr::null_mut()
+}
+
+/// The TCB words that hold the strings `strerror` and `strsignal` return
+/// for unknown numbers, in the calling thread (at `tp`).
+fn find_strerror_bufs(glibc: &Glibc, tp: usize) -> Result<(usize, usize), &'static str> {
+    // SAFETY: strerror and strsignal have no preconditions; the strings
+    // stay ours until this thread calls them again.
+    let (strerror, strsignal) = unsafe { (libc::strerror(1000), libc::strsignal(200)) };
+    let once = |p: *mut libc::c_char| {
+        let mut words = (tp..tp + glibc.tcb_size).step_by(size_of::<usize>()).filter(|&w| {
+            // SAFETY: reading this thread's own TCB.
+            unsafe { *(w as *const usize) == p as usize }
+        });
+        match (words.next(), words.next()) {
+            (Some(w), None) => Ok(w - tp),
+            _ => Err("struct pthread tls_state"),
+        }
+    };
+    Ok((once(strerror)?, once(strsignal)?))
+}
+
+/// In the probe pthread: once the creator holds the word [`Lists`] takes
+/// for `_dl_stack_cache_lock`, starts a thread (on a stack of ours, so its
+/// `struct pthread` stays readable after the join), which glibc adds to
+/// `_dl_stack_user` under that lock; then checks what glibc wrote in it.
+fn start_and_join(probe: &Probe) -> Result<(), Failure> {
+    extern "C" fn nothing(_: *mut c_void) -> *mut c_void {
+        ptr::null_mut()
+    }
+    drop(probe.wait_for(|st| st.create));
+    let lists = &probe.glibc.lists;
+    let mut thread: libc::pthread_t = 0;
+    // SAFETY: the second half of the probe's mapping, used by nobody else,
+    // outlives the thread (joined below); the attributes are destroyed.
+    let err = unsafe {
+        let mut attr = stack_attr(probe.inner_stack.0, probe.inner_stack.1);
+        let err = libc::pthread_create(&mut thread, &attr, nothing, ptr::null_mut());
+        libc::pthread_attr_destroy(&mut attr);
+        err
+    };
+    probe.update(|st| st.created = true);
+    if err != 0 {
+        return Err(Failure::Os(err));
+    }
+    // SAFETY: our own thread, joined once.
+    unsafe { libc::pthread_join(thread, ptr::null_mut()) };
+    // SAFETY: its `struct pthread` lies in our mapping, which nobody reuses.
+    if unsafe { lists.user_stack.read(thread as usize) } != lists.user_stack.user() {
+        return Err(Failure::Layout("struct pthread user_stack / stack_mode"));
+    }
+    Ok(())
+}
+
+/// In the creator: proves that [`Lists`] has glibc's thread lists and the
+/// lock that guards them. It takes the word it has for the lock and lets
+/// the probe start a thread; the lock is the one glibc takes to list the
+/// thread if that `pthread_create` waits for it (writing 2, "taken with
+/// waiters", into it), and is not if `pthread_create` returns first. While
+/// it holds the proven lock it walks the lists: both are sound rings, the
+/// probe is on `_dl_stack_user`, no list operation is half done, and
+/// `user_stack` says "user" on every thread of that list and nowhere else.
+fn prove_lists(probe: &Probe) -> Result<(), Failure> {
+    let lists = &probe.glibc.lists;
+    let me = current_tp();
+    let mut tries = 0;
+    let held = loop {
+        if let Some(held) = lists.try_lock() {
+            break held;
+        }
+        tries += 1;
+        if tries == 1_000_000 {
+            // Let the probe finish without waiting for us.
+            probe.update(|st| st.create = true);
+            return Err(Failure::Layout("_dl_stack_cache_lock is never free"));
+        }
+        crate::sys::yield_cpu();
+    };
+    probe.update(|st| st.create = true);
+    let proven = loop {
+        if lists.has_waiter(&held) {
+            break true;
+        }
+        if probe.lock().created {
+            break false;
+        }
+        crate::sys::yield_cpu();
+    };
+    let checked = if !proven {
+        Err(Failure::Layout("_dl_stack_cache_lock is not the lock pthread_create takes"))
+    } else {
+        check_lists(probe, me, &held)
+    };
+    drop(held);
+    checked
+}
+
+/// The walk of [`prove_lists`], under the proven lock.
+fn check_lists(probe: &Probe, me: usize, held: &Held<'_>) -> Result<(), Failure> {
+    let glibc = probe.glibc;
+    let lists = &glibc.lists;
+    let probe_tp = probe.lock().report.as_ref().map(|report| report.0);
+    let threads = lists
+        .threads(glibc.list, held)
+        .ok_or(Failure::Layout("_dl_stack_used / _dl_stack_user / _dl_stack_cache are not lists"))?;
+    let on_user_list = |tp| threads.iter().find(|&&(t, _)| Some(t) == tp).map(|&(_, user)| user);
+    if on_user_list(probe_tp) != Some(true) {
+        return Err(Failure::Layout("the probe pthread is not on _dl_stack_user"));
+    }
+    if on_user_list(Some(me)).is_none() {
+        return Err(Failure::Layout("the spawning thread is on none of glibc's thread lists"));
+    }
+    if lists.in_flight(held) != 0 {
+        return Err(Failure::Layout("_dl_in_flight_stack is set under _dl_stack_cache_lock"));
+    }
+    // SAFETY: every listed thread is mapped while we hold the lock.
+    if threads.iter().any(|&(tp, user)| (unsafe { lists.user_stack.read(tp) } == lists.user_stack.user()) != user) {
+        return Err(Failure::Layout("struct pthread user_stack / stack_mode"));
+    }
+    Ok(())
 }
 
 /// The sizes [`find_malloc_state`] frees and [`check_malloc_state`] asks

@@ -166,3 +166,37 @@ pub fn refuse_syscalls(refusals: &[(libc::c_long, i32)]) {
         assert_eq!(io::Error::last_os_error().raw_os_error(), Some(errno));
     }
 }
+
+/// How many threads glibc's `_dl_stack_user` list holds (the list of
+/// threads whose stacks glibc did not allocate: the main thread, raw
+/// threads, pthreads on stacks of their own), read through the descriptors
+/// glibc exports for libthread_db; `None` if it is not a sound ring. A
+/// test's oracle: read without glibc's lock, so only while no thread is
+/// being made or is exiting.
+pub fn glibc_user_threads() -> Option<usize> {
+    let sym = |name: &std::ffi::CStr| {
+        // SAFETY: a NUL-terminated name.
+        let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+        assert!(!p.is_null(), "{name:?} not found");
+        p as usize
+    };
+    // SAFETY: a `u32[3]` libthread_db descriptor {bits, count, offset}.
+    let head = sym(c"_rtld_global")
+        + unsafe { *(sym(c"_thread_db_rtld_global__dl_stack_user") as *const [u32; 3]) }[2] as usize;
+    let link = |node: usize, i: usize| {
+        // SAFETY: a list head or a node reached from it, mapped while listed.
+        unsafe { *((node + 8 * i) as *const usize) }
+    };
+    let (mut node, mut n) = (head, 0);
+    loop {
+        let next = link(node, 0);
+        if next == 0 || link(next, 1) != node || n > 1 << 20 {
+            return None;
+        }
+        if next == head {
+            return Some(n);
+        }
+        n += 1;
+        node = next;
+    }
+}
