@@ -3,7 +3,9 @@
 //! can cost — one `clone` on a stack made once, no TLS, no thread block, no
 //! signal masking — whose child stamps the clock and exits, and that clock.
 //! They let `cargo bench` show how far each real way of making a thread is
-//! from what the kernel alone charges; they are no part of the thread API.
+//! from what the kernel alone charges; and one step of rawthread's own
+//! timed apart, its place on glibc's thread list. They are no part of the
+//! thread API.
 
 use std::io;
 use std::ptr;
@@ -11,12 +13,35 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 use memmap2::{MmapMut, MmapOptions};
 
+use crate::glibc::{self, Block};
+use crate::region::{Region, page_size};
 use crate::{clone, join, sys};
 
 /// CLOCK_MONOTONIC in nanoseconds: the benchmark's one clock, which the
 /// floor thread (with no TLS of its own) can read too.
 pub fn now_ns() -> u64 {
     sys::now_ns()
+}
+
+/// What keeping its threads on glibc's thread list adds to each rawthread
+/// spawn+join: `pairs` times, a thread block is put on the list and taken
+/// off again under glibc's lock, as a spawn and the thread's exit do.
+/// Returns nanoseconds per pair.
+pub fn thread_list_cost(pairs: u32) -> io::Result<f64> {
+    let glibc = glibc::get()?;
+    let block =
+        Block::new(glibc, Region::map(page_size(), 64 << 10, std::alloc::Layout::new::<u8>(), &glibc.geometry())?)?;
+    let tp = block.region().tp();
+    let start = now_ns();
+    for _ in 0..pairs {
+        // SAFETY: a block of this glibc, on no list between the two calls,
+        // and mapped until `block` drops; no thread ever runs on it.
+        unsafe {
+            glibc::list(glibc, tp);
+            glibc::unlist(glibc, tp);
+        }
+    }
+    Ok((now_ns() - start) as f64 / f64::from(pairs.max(1)))
 }
 
 /// A reusable 64 KiB stack and the tid word of the one floor thread that

@@ -27,10 +27,10 @@
 //!
 //! | module | its one job |
 //! |---|---|
-//! | `sys` (+ `asm/x86_64.s`) | kernel calls, each with its errno: raw clone3/clone and the child's first frame, futex wait, signal masks, rseq, exit, self-unmap |
+//! | `sys` (+ `asm/x86_64.s`) | kernel calls, each with its errno: raw clone3/clone and the child's first frame, futexes, signal masks, rseq, exit, self-unmap |
 //! | `clone` | the clone flags of a thread, one comment each, and `clone3` with its fallback to `clone` |
 //! | `region` | the region: its layout (`Plan`, with the diagram) and its mapping |
-//! | `glibc/` | the glibc thread block: discovering glibc's layout (`layout`), the probe pthread (`probe`), building and renewing a block (`block`), a thread's first and last steps (`duties`), malloc's state handed on (`handover`) |
+//! | `glibc/` | the glibc thread block: discovering glibc's layout (`layout`), the probe pthread (`probe`), building and renewing a block (`block`), a thread's first and last steps (`duties`), glibc's thread list, which raw threads join (`lists`), malloc's state handed on (`handover`) |
 //! | `life` | the life of one thread: start record, child entry and exit, who frees the region (the ownership essay) |
 //! | `join` | waiting for a thread's tid word to clear, and when to spin first |
 //! | `pool` | finished regions kept for reuse, within limits |
@@ -58,13 +58,6 @@
 //!
 //! The same list as the README's.
 //!
-//! * **`setuid()`/`setgid()` are not propagated to raw threads.** Linux
-//!   credentials are per thread; glibc changes them in every thread it knows,
-//!   by signalling the threads on its own lists, and raw threads are not on
-//!   them. A raw thread keeps the credentials it was created with.
-//! * **`dlopen` of a library with initial-exec TLS after a raw thread
-//!   started**: that thread sees zeroed TLS for the library (glibc fixes up
-//!   only its own threads).
 //! * **glibc 2.35 or later on x86_64 only** (tested with 2.36, 2.41 and 2.43 by
 //!   `.ci/glibc-matrix`). The build fails with a clear message on any
 //!   other target; musl hides the state a thread needs.
@@ -81,9 +74,6 @@
 //!   `strsignal` buffers, the `dlerror()` message, the resolver's sockets)
 //!   raw threads free too; the legacy Sun RPC state of libc's compatibility
 //!   symbols, which no program built today can reach, is not freed.
-//! * `dlclose` waits only for glibc's own threads to leave the loader's
-//!   symbol lookups: do not unload a library while raw threads may still be
-//!   binding its symbols.
 //! * rawthread is meant to be linked into an executable, as Rust links crates
 //!   by default. In a `cdylib`/`dylib`, Rust's thread-locals go through
 //!   `__tls_get_addr`, which the overflow handler and a detached thread's

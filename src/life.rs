@@ -21,7 +21,9 @@
 //!    (and checks that handing that state on hands on the cache), and puts
 //!    glibc in multi-threaded mode its own way. Nothing computed lazily is
 //!    ever waited for, so a `fork()` at any instant leaves a child that can
-//!    spawn.
+//!    spawn. Last, with its signals still open, the creator puts the block
+//!    on glibc's thread list (`glibc/lists.rs`): from now on `setuid()` and
+//!    `dlopen` reach the thread, which does not exist yet.
 //! 2. **clone.** With every signal blocked, `clone3` (or `clone`, if the
 //!    kernel or a seccomp filter refuses `clone3`) starts the child with
 //!    `%fs` = `tp`; the kernel writes the child's tid into the TCB's `tid`
@@ -34,8 +36,11 @@
 //!    runs `thread_local!` destructors (`__call_tls_dtors`) and pthread-key
 //!    destructors, frees what glibc's own thread exit frees (the resolver's
 //!    sockets, `strerror`/`strsignal` buffers, the `dlerror` message; not
-//!    malloc's state, which is handed on), blocks all signals and ends with
-//!    a raw `SYS_exit`: this thread only, never the process.
+//!    malloc's state, which is handed on), takes itself off glibc's thread
+//!    list (signals still open, so that a `setuid()` under way gets its
+//!    answer), blocks all signals and ends with a raw `SYS_exit`: this
+//!    thread only, never the process. A spawn whose clone failed takes the
+//!    block off the list itself.
 //! 4. **Exit.** The kernel, done with the thread, writes 0 to the tid word
 //!    and futex-wakes it (`CLONE_CHILD_CLEARTID`). Only from then is the
 //!    region free: this, not the closure's return, is what `join` waits for.

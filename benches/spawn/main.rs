@@ -22,6 +22,9 @@
 //!    round trip = t2 - t0     child start = tc - t0     call return = t1 - t0
 //!    ```
 //!
+//!    Beside them, timed alone, the one step rawthread adds that no other
+//!    variant has: a thread put on glibc's thread list and taken off it.
+//!
 //!    The variants are measured in blocks of samples, round-robin, over many
 //!    rounds, with the order rotated each round: on a shared, noisy VM a
 //!    burst of noise then lands on every variant alike instead of on
@@ -64,6 +67,8 @@ use stats::Sample;
 use variants::{Ctx, VARIANTS, measure_latency};
 
 const PAGE: usize = 4096;
+/// How many times the thread-list step is timed.
+const THREAD_LIST_PAIRS: u32 = 100_000;
 const MIB: usize = 1 << 20;
 
 // ---------------------------------------------------------------------------
@@ -72,6 +77,8 @@ const MIB: usize = 1 << 20;
 
 struct Results {
     latency: Vec<Vec<Sample>>,
+    /// ns per put-on + take-off of glibc's thread list (rawthread::bench).
+    thread_list_ns: f64,
     growth: Vec<GrowthPoint>,
     thp_note: String,
     idle: [Footprint; 2],
@@ -124,6 +131,7 @@ fn main() {
     let _ = io::stdout().flush();
 
     let (latency, latency_time) = timed(|| measure_latency(&mut ctx, plan, &progress));
+    let thread_list_ns = rawthread::bench::thread_list_cost(THREAD_LIST_PAIRS).expect("thread_list_cost");
 
     let (thp_series, thp_note) = match meta.machine.thp.as_deref() {
         Some("never") => (vec![false], "THP is `never` on this machine: the THP series is skipped.".to_string()),
@@ -145,7 +153,7 @@ fn main() {
         runs.map(|runs| median_footprint(&runs))
     });
     progress.clear();
-    let results = Results { latency, growth, thp_note, idle };
+    let results = Results { latency, thread_list_ns, growth, thp_note, idle };
 
     let mut out = String::new();
     report_latency(&mut out, &results, plan);

@@ -8,7 +8,7 @@ use crate::growth::{GrowthPoint, SamplesOf, growth_slope};
 use crate::options::Plan;
 use crate::stats::{FIGURES, Figure, Sample, Stats, fmt_us};
 use crate::variants::{FLOOR, Group, RAWTHREAD, STD, VARIANTS, block_medians};
-use crate::{Meta, Results};
+use crate::{Meta, Results, THREAD_LIST_PAIRS};
 
 /// The issue-3 goal: a rawthread spawn+join at most this fraction of a
 /// `std::thread` one (medians).
@@ -100,7 +100,21 @@ pub(crate) fn report_latency(out: &mut String, r: &Results, plan: &Plan) {
         wrap(out, v.note, "      ", 96);
     }
     let _ = writeln!(out, "  (b) is timed to the first line of the child's own code (its closure or function).");
+    let share = thread_list_share(r);
+    let _ = writeln!(
+        out,
+        "\nglibc's thread list: putting a thread on it at spawn and taking it off at exit, both under glibc's\n\
+         lock, costs {:.0} ns a thread ({:.2}% of rawthread's spawn+join median; {THREAD_LIST_PAIRS} pairs timed alone).",
+        r.thread_list_ns,
+        share * 100.0
+    );
     let _ = writeln!(out);
+}
+
+/// The thread-list step's share of rawthread's spawn+join median.
+fn thread_list_share(r: &Results) -> f64 {
+    let round_trip = Stats::figure(&r.latency[RAWTHREAD], Figure::RoundTrip).map_or(f64::NAN, |s| s.median as f64);
+    r.thread_list_ns / round_trip
 }
 
 /// Appends `text` word-wrapped at `width` columns, each line indented.
@@ -377,6 +391,12 @@ pub(crate) fn results_json(r: &Results, meta: &Meta, plan: &Plan) -> Value {
             "per_round": per_round.map(|[p10, p50, p90]| json!({"p10": p10, "median": p50, "p90": p90})),
         },
         "latency": latency,
+        "thread_list": {
+            "what": "a thread put on glibc's _dl_stack_user and taken off, under _dl_stack_cache_lock, \
+                     as every rawthread spawn and exit do",
+            "pairs": THREAD_LIST_PAIRS, "ns_per_thread": r.thread_list_ns,
+            "share_of_rawthread_round_trip_median": thread_list_share(r),
+        },
         "memory_growth": { "note": r.thp_note, "points": growth, "slopes": slopes },
         "idle_threads": idle,
     })
