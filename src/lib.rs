@@ -3,10 +3,12 @@
 //! Rust code (`println!`, the allocator, `thread_local!` with `Drop`,
 //! panics, `park`, `Mutex`, ...) runs on them.
 //!
-//! The API mirrors `std::thread`'s for making threads (`spawn`, `Builder`,
-//! `JoinHandle`, `scope`): switch with one path. What acts on the current
-//! thread (`current`, `park`, `sleep`, `yield_now`) stays `std::thread`'s,
-//! and works on raw threads.
+//! The API is `std::thread`'s: switch with one path (`use rawthread as
+//! thread;`). What makes a thread (`spawn`, `Builder`, `JoinHandle`,
+//! `scope`, `Scope`, `ScopedJoinHandle`) is rawthread's own; the rest of
+//! `std::thread` (`current`, `park`, `sleep`, `yield_now`,
+//! `available_parallelism`, `Thread`, `ThreadId`, `LocalKey`, `Result`, ...)
+//! is re-exported from std, and works on raw threads.
 //!
 //! ```
 //! let handle = rawthread::spawn(|| 6 * 7);
@@ -65,8 +67,7 @@
 //!   robust mutexes must not be used on raw threads (`pthread_getattr_np`
 //!   works: it reports the raw thread's stack). `std::thread::current()` works
 //!   on them but has no name (std offers no way to name a thread it did not
-//!   create); `JoinHandle` has no `thread()`, and there is no
-//!   `Builder::spawn_unchecked`.
+//!   create).
 //! * malloc's per-thread state is handed on, not freed: the process keeps one
 //!   malloc cache per thread that was ever alive *at the same time* as the
 //!   others (glibc's own threads free theirs at exit, in a clean-up it does not
@@ -106,3 +107,13 @@ pub use pool::{PoolLimits, pool_limits, set_pool_limits};
 pub use region::ThreadLayout;
 pub use scope::{Scope, ScopedJoinHandle, scope};
 pub use thread::{Builder, JoinHandle, spawn};
+
+// The rest of `std::thread`, so that `use rawthread as thread;` is the
+// whole switch: what acts on the current thread, and the types, are std's
+// own, and are right on raw threads too.
+pub use std::thread::{
+    AccessError, LocalKey, Result, Thread, ThreadId, available_parallelism, current, panicking, park, park_timeout,
+    sleep, yield_now,
+};
+#[allow(deprecated)]
+pub use std::thread::{park_timeout_ms, sleep_ms};

@@ -79,7 +79,7 @@ use std::ops::Range;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU8, AtomicUsize, Ordering};
 use std::thread::Result;
 
 use crate::glibc::{self, Block, Glibc};
@@ -279,6 +279,59 @@ const DONE: u8 = 1;
 /// The handle was dropped first: the child frees its own region.
 const DETACHED: u8 = 2;
 
+/// The thread's [`std::thread::Thread`], which the child publishes before
+/// its closure runs, for `JoinHandle::thread`: std makes a thread's
+/// `Thread` on its first `thread::current()`, in that thread, and offers
+/// no way to hand it one made elsewhere.
+struct Published {
+    /// [`EMPTY`], [`AWAITED`] (empty, and a handle sleeps on it) or
+    /// [`PUBLISHED`].
+    state: AtomicI32,
+    thread: UnsafeCell<MaybeUninit<std::thread::Thread>>,
+}
+
+const EMPTY: i32 = 0;
+const AWAITED: i32 = 1;
+const PUBLISHED: i32 = 2;
+
+impl Published {
+    fn new() -> Published {
+        Published { state: AtomicI32::new(EMPTY), thread: UnsafeCell::new(MaybeUninit::uninit()) }
+    }
+
+    /// In the child, once.
+    fn publish(&self, thread: std::thread::Thread) {
+        // SAFETY: nobody reads the slot before the swap below says so.
+        unsafe { (*self.thread.get()).write(thread) };
+        if self.state.swap(PUBLISHED, Ordering::Release) == AWAITED {
+            sys::futex_wake_private(&self.state);
+        }
+    }
+
+    /// Waits (only until the child has started) for the published thread.
+    fn get(&self) -> &std::thread::Thread {
+        loop {
+            match self.state.compare_exchange(EMPTY, AWAITED, Ordering::Acquire, Ordering::Acquire) {
+                Err(PUBLISHED) => break,
+                Ok(_) | Err(_) => sys::futex_wait_private(&self.state, AWAITED),
+            }
+        }
+        // SAFETY: published, and dropped only with the record's owner.
+        unsafe { (*self.thread.get()).assume_init_ref() }
+    }
+
+    /// Drops the published thread.
+    ///
+    /// # Safety
+    /// Called once, by the region's owner, after the child published it
+    /// and while no `&Thread` from [`Published::get`] is alive.
+    unsafe fn drop_published(&self) {
+        debug_assert_eq!(self.state.load(Ordering::Acquire), PUBLISHED);
+        // SAFETY: per the contract.
+        unsafe { (*self.thread.get()).assume_init_drop() };
+    }
+}
+
 /// The part of the record that does not depend on the closure's types.
 #[repr(C)]
 struct Header {
@@ -289,11 +342,17 @@ struct Header {
     /// the child, before it swaps in DETACHED. Written by one side and read
     /// by the other, ordered by the swaps, while both hold `&Header`.
     block: UnsafeCell<MaybeUninit<Block>>,
+    /// The thread's `Thread`, published by the child.
+    thread: Published,
 }
 
 impl Header {
     fn new() -> Header {
-        Header { state: AtomicU8::new(RUNNING), block: UnsafeCell::new(MaybeUninit::uninit()) }
+        Header {
+            state: AtomicU8::new(RUNNING),
+            block: UnsafeCell::new(MaybeUninit::uninit()),
+            thread: Published::new(),
+        }
     }
 }
 
@@ -326,6 +385,9 @@ where
         sys::set_name(CStr::from_bytes_until_nul(&name).unwrap_or_default());
     }
     sys::set_signal_mask(&sigmask);
+    // SAFETY: the header lives as long as the region, which outlives us.
+    let header = unsafe { &(*record).header };
+    header.thread.publish(std::thread::current());
 
     let result = panic::catch_unwind(AssertUnwindSafe(f));
     // SAFETY: the slot holds `None` (nothing to drop); only the region's
@@ -335,8 +397,6 @@ where
         latch.thread_done();
     }
 
-    // SAFETY: the header is ours to read; see Header::state.
-    let header = unsafe { &(*record).header };
     if header.state.swap(DONE, Ordering::AcqRel) == RUNNING {
         // The handle owns the region and will free it once we exit.
         // SAFETY: our own block, once, after the closure.
@@ -349,6 +409,7 @@ where
     // the result slot is ours alone.
     let block = unsafe {
         drop_unread(|| ptr::drop_in_place(&raw mut (*record).result));
+        header.thread.drop_published();
         (*header.block.get()).assume_init_read()
     };
     // SAFETY: our own block, once, after the closure.
@@ -426,6 +487,12 @@ impl Running {
         self.block.layout()
     }
 
+    /// The thread's `std::thread::Thread`, once it has started.
+    pub(crate) fn thread(&self) -> &std::thread::Thread {
+        // SAFETY: the header lives in the region we own.
+        unsafe { &*self.header }.thread.get()
+    }
+
     fn wait(&self) {
         join::wait_for_exit(self.block.tid_word());
     }
@@ -458,13 +525,15 @@ impl Drop for Running {
     fn drop(&mut self) {
         // SAFETY: `self.block` is not used again after this take.
         let block = unsafe { ManuallyDrop::take(&mut self.block) };
-        if self.result.is_null() {
-            // Joined: the thread is gone.
-            return pool::put(block);
-        }
         // SAFETY: the header lives in the region, which is still mapped: we
         // own it until the swap below hands it over.
         let header = unsafe { &*self.header };
+        if self.result.is_null() {
+            // Joined: the thread is gone, and published its Thread first.
+            // SAFETY: we own the region; no `&Thread` outlives `&self`.
+            unsafe { header.thread.drop_published() };
+            return pool::put(block);
+        }
         // SAFETY: the child reads the slot only after seeing DETACHED, which
         // our swap below publishes after this write.
         unsafe { (*header.block.get()).write(block) };
@@ -477,6 +546,7 @@ impl Drop for Running {
                 drop_unread(|| {
                     (self.drop_result)(self.result);
                 });
+                header.thread.drop_published();
                 pool::put((*header.block.get()).assume_init_read());
             }
         }

@@ -147,6 +147,21 @@ impl<T> ScopedJoinHandle<'_, T> {
     pub fn tid(&self) -> libc::pid_t {
         self.running.as_ref().map_or(0, Running::tid)
     }
+
+    /// The thread's [`std::thread::Thread`], as
+    /// [`std::thread::ScopedJoinHandle::thread`] (see
+    /// [`crate::JoinHandle::thread`]).
+    ///
+    /// ```
+    /// rawthread::scope(|s| {
+    ///     let handle = s.spawn(|| std::thread::current().id());
+    ///     let id = handle.thread().id();
+    ///     assert_eq!(handle.join().unwrap(), id);
+    /// });
+    /// ```
+    pub fn thread(&self) -> &std::thread::Thread {
+        self.running.as_ref().expect("not yet joined").thread()
+    }
 }
 
 impl<T> Drop for ScopedJoinHandle<'_, T> {

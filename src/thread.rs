@@ -58,6 +58,30 @@ impl Builder {
         T: Send + 'static,
     {
         // SAFETY: F and T are 'static, so the thread may outlive this call.
+        unsafe { self.spawn_unchecked(f) }
+    }
+
+    /// Spawns a thread running `f` without `'static` bounds, as
+    /// [`std::thread::Builder::spawn_unchecked`].
+    ///
+    /// ```
+    /// let answer = 42;
+    /// let r = &answer;
+    /// // SAFETY: joined below, before `answer` goes.
+    /// let handle = unsafe { rawthread::Builder::new().spawn_unchecked(move || *r) }.unwrap();
+    /// assert_eq!(handle.join().unwrap(), 42);
+    /// ```
+    ///
+    /// # Safety
+    /// As std's: whatever `f` and its result borrow must outlive the
+    /// thread's use of them; join the thread before they go (a handle
+    /// dropped unjoined detaches it, which then may outlive them).
+    pub unsafe fn spawn_unchecked<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send,
+        T: Send,
+    {
+        // SAFETY: the caller's promise, as above.
         let running = unsafe { life::spawn(self.options, f, None)? };
         Ok(JoinHandle { running, _result: PhantomData })
     }
@@ -112,6 +136,25 @@ impl<T> JoinHandle<T> {
     /// Whether the thread has exited (joining will not block).
     pub fn is_finished(&self) -> bool {
         self.running.is_finished()
+    }
+
+    /// The thread's [`std::thread::Thread`], as [`std::thread::JoinHandle::thread`]:
+    /// its `id()` is the one `thread::current().id()` gives inside the
+    /// thread, and its `unpark()` wakes the thread's `park()`. The thread
+    /// publishes it before its closure starts; if it has not yet, this
+    /// waits for that (microseconds), never for the closure.
+    ///
+    /// ```
+    /// let handle = rawthread::spawn(|| {
+    ///     std::thread::park();
+    ///     std::thread::current().id()
+    /// });
+    /// handle.thread().unpark();
+    /// let id = handle.thread().id();
+    /// assert_eq!(handle.join().unwrap(), id);
+    /// ```
+    pub fn thread(&self) -> &std::thread::Thread {
+        self.running.thread()
     }
 
     /// The thread's kernel thread id (as `gettid()` returns in it).

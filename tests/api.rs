@@ -932,3 +932,48 @@ fn emptied_pool_unmaps_every_region() {
     }
     assert_child_passed(&run_child("emptied_pool_unmaps_every_region", &[]));
 }
+
+/// `JoinHandle::thread()` is the thread's own `Thread`: the same id as
+/// `thread::current()` inside it, and its `unpark()` wakes the thread's
+/// `park()`; for plain, detached and scoped threads. It waits only for the
+/// thread to start, not for its closure: here the closure waits for an
+/// answer that is sent only once `thread()` has returned.
+#[test]
+fn join_handle_thread_is_the_threads_own() {
+    let (answer, wait) = mpsc::channel::<()>();
+    let handle = rawthread::spawn(move || {
+        let answered = wait.recv_timeout(std::time::Duration::from_secs(60)).is_ok();
+        // Returns at once if the unpark came first; hangs if none comes.
+        thread::park();
+        (thread::current().id(), answered)
+    });
+    let id = handle.thread().id();
+    answer.send(()).unwrap();
+    assert_ne!(id, thread::current().id());
+    handle.thread().unpark();
+    assert_eq!(handle.join().unwrap(), (id, true), "thread() waited for the closure");
+
+    // Handles dropped before and after their threads finish.
+    for wait_first in [false, true] {
+        let (tx, rx) = mpsc::channel();
+        let handle = rawthread::spawn(move || tx.send(thread::current().id()).unwrap());
+        let id = handle.thread().id();
+        if wait_first {
+            while !handle.is_finished() {
+                thread::yield_now();
+            }
+        }
+        drop(handle);
+        assert_eq!(rx.recv().unwrap(), id);
+    }
+
+    rawthread::scope(|s| {
+        let handle = s.spawn(|| {
+            thread::park();
+            thread::current().id()
+        });
+        handle.thread().unpark();
+        let id = handle.thread().id();
+        assert_eq!(handle.join().unwrap(), id);
+    });
+}
