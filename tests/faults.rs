@@ -153,6 +153,42 @@ fn fork_during_lazy_start_up() {
     assert!(stuck.is_empty(), "{} of 200 fresh processes had a forked child stuck or failing", stuck.len());
 }
 
+/// Four threads make their first spawns at once, in a fresh process, 100
+/// times: each runs the first-spawn probe, which takes glibc's thread-list
+/// lock while the others wait for it; every spawn succeeds and glibc's
+/// list is sound afterwards. (A probe whose failed attempt at the lock
+/// released it for its holder once made a third of such processes fail.)
+#[test]
+fn concurrent_first_spawns_all_succeed() {
+    if in_child("concurrent_first_spawns_all_succeed") {
+        let gate = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let racers: Vec<_> = (0..4)
+            .map(|i| {
+                let gate = gate.clone();
+                std::thread::spawn(move || {
+                    gate.wait();
+                    rawthread::Builder::new().spawn(move || i).map(|h| h.join().unwrap())
+                })
+            })
+            .collect();
+        for (i, racer) in racers.into_iter().enumerate() {
+            assert_eq!(racer.join().unwrap().expect("a first spawn"), i);
+        }
+        assert!(glibc_user_threads().is_some(), "glibc's thread list is not a sound ring");
+        return;
+    }
+    let failed: Vec<String> = (0..100)
+        .map(|_| run_child("concurrent_first_spawns_all_succeed", &[]))
+        .filter(|out| !out.status.success())
+        .map(|out| {
+            // The panic's message: the line after "panicked at".
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            stderr.lines().skip_while(|l| !l.contains("panicked at")).nth(1).unwrap_or(&stderr).to_string()
+        })
+        .collect();
+    assert!(failed.is_empty(), "{} of 100 processes failed, first: {:?}", failed.len(), failed.first());
+}
+
 /// `fork()` while other threads spawn and join without pause: whatever
 /// rawthread lock they held at that moment, the child can still spawn.
 #[test]

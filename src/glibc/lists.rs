@@ -75,7 +75,9 @@ impl Lists {
     /// word not yet proven to be the lock).
     pub(super) fn try_lock(&self) -> Option<Held<'_>> {
         let word = self.lock_word();
-        word.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_ok().then_some(Held(word))
+        // `then`, not `then_some`: a `Held` made on failure would release,
+        // as it drops, the lock somebody else holds.
+        word.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_ok().then(|| Held(word))
     }
 
     /// Whether a thread waits for the lock we hold: `lll_lock` writes 2
