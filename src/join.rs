@@ -26,24 +26,33 @@ fn spinning_pays() -> bool {
 /// (CLONE_CHILD_CLEARTID): a short spin (see [`SPIN_BEFORE_SLEEP_NS`]),
 /// then a futex sleep until the kernel's wake.
 pub(crate) fn wait_for_exit(word: &AtomicI32) {
+    wait_for_exit_within(word, None);
+}
+
+/// [`wait_for_exit`], giving up after `timeout_ns` if given; returns
+/// whether the thread has exited.
+pub(crate) fn wait_for_exit_within(word: &AtomicI32, timeout_ns: Option<u64>) -> bool {
     if word.load(Ordering::Acquire) == 0 {
-        return;
+        return true;
     }
+    let start = sys::now_ns();
+    let left = || timeout_ns.map(|t| t.saturating_sub(sys::now_ns() - start));
     if spinning_pays() {
-        let start = sys::now_ns();
-        while sys::now_ns() - start < SPIN_BEFORE_SLEEP_NS {
+        let spin = timeout_ns.map_or(SPIN_BEFORE_SLEEP_NS, |t| t.min(SPIN_BEFORE_SLEEP_NS));
+        while sys::now_ns() - start < spin {
             for _ in 0..16 {
                 if word.load(Ordering::Acquire) == 0 {
-                    return;
+                    return true;
                 }
                 std::hint::spin_loop();
             }
         }
     }
     loop {
-        match word.load(Ordering::Acquire) {
-            0 => return,
-            tid => sys::futex_wait(word, tid),
+        match (word.load(Ordering::Acquire), left()) {
+            (0, _) => return true,
+            (_, Some(0)) => return false,
+            (tid, left) => sys::futex_wait(word, tid, left),
         }
     }
 }

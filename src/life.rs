@@ -93,7 +93,15 @@ pub(crate) struct Options {
     pub name: Option<String>,
     pub stack_size: Option<usize>,
     pub guard_size: Option<usize>,
+    /// The signals the thread starts with blocked, as the kernel's 64-bit
+    /// mask; the creator's mask if `None`.
+    pub signal_mask: Option<u64>,
 }
+
+/// glibc's internal SIGCANCEL (32) and SIGSETXID (33), which no thread may
+/// block (glibc's own `pthread_sigmask` refuses to): `setuid()` waits for
+/// every thread to take SIGSETXID.
+const GLIBC_INTERNAL_SIGNALS: u64 = (1 << (32 - 1)) | (1 << (33 - 1));
 
 /// Why 2 MiB: it is `std::thread`'s default, so swapping `std::thread` for
 /// rawthread changes no program's stack budget, and `RUST_MIN_STACK`
@@ -201,7 +209,11 @@ where
     unsafe { glibc::list(glibc, tp) };
     // Nothing may run on the child before its thread block is live: it
     // starts with every signal blocked and restores our mask itself.
-    let sigmask = sys::block_all_signals();
+    let creator_mask = sys::block_all_signals();
+    let sigmask = match options.signal_mask {
+        Some(mask) => sys::signal_set(mask & !GLIBC_INTERNAL_SIGNALS),
+        None => creator_mask,
+    };
     let start = Start { f, glibc, tp, sigmask, name, guard, altstack, latch };
     // SAFETY: `record` is aligned room for a Record<F, T> in the region,
     // which nobody else uses yet.
@@ -209,7 +221,7 @@ where
     // SAFETY: the stack is mapped, the thread block initialised, and
     // thread_main never returns; signals are blocked.
     let cloned = unsafe { clone::clone(&request) };
-    sys::set_signal_mask(&sigmask);
+    sys::set_signal_mask(&creator_mask);
     match cloned {
         Ok(tid) => Ok(Running {
             block: ManuallyDrop::new(block),
@@ -495,6 +507,13 @@ impl Running {
 
     fn wait(&self) {
         join::wait_for_exit(self.block.tid_word());
+    }
+
+    /// Waits for the thread's exit for at most `timeout_ns`; whether it
+    /// has exited.
+    pub(crate) fn wait_within(&self, timeout_ns: u64) -> bool {
+        self.refuse_self_join();
+        join::wait_for_exit_within(self.block.tid_word(), Some(timeout_ns))
     }
 
     /// Waits for the thread and returns what it left.

@@ -96,6 +96,21 @@ pub(crate) fn block_all_signals() -> libc::sigset_t {
     old
 }
 
+/// A `sigset_t` holding the kernel's 64-bit mask `bits` (bit n-1: signal n).
+pub(crate) fn signal_set(bits: u64) -> libc::sigset_t {
+    // SAFETY: zeroed bytes are a valid (empty) sigset_t.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: a sigset_t starts with the kernel's 64 signal bits.
+    unsafe { *(&raw mut set).cast::<u64>() = bits };
+    set
+}
+
+/// The kernel's 64-bit mask in a `sigset_t`.
+pub(crate) fn signal_bits(set: &libc::sigset_t) -> u64 {
+    // SAFETY: as above.
+    unsafe { *(set as *const libc::sigset_t).cast::<u64>() }
+}
+
 /// Sets the calling thread's signal mask.
 pub(crate) fn set_signal_mask(mask: &libc::sigset_t) {
     // SAFETY: `mask` is valid for the kernel's 8-byte sigset.
@@ -117,12 +132,17 @@ pub(crate) fn now_ns() -> u64 {
 /// Sleeps while `word` holds `expected`: a *shared* futex wait, since the
 /// kernel's wake at a thread's exit (CLONE_CHILD_CLEARTID) is a shared
 /// wake, which a private wait would never see. Returns on a wake, a
-/// signal, or at once if the word already differs: the caller looks again.
-pub(crate) fn futex_wait(word: &AtomicI32, expected: i32) {
-    // SAFETY: `word` is a valid, aligned i32 for the duration of the call.
-    unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, std::ptr::null::<libc::timespec>())
-    };
+/// signal, after `timeout_ns` (if any), or at once if the word already
+/// differs: the caller looks again.
+pub(crate) fn futex_wait(word: &AtomicI32, expected: i32, timeout_ns: Option<u64>) {
+    let timeout = timeout_ns.map(|ns| libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    });
+    let timeout = timeout.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a valid, aligned i32 and `timeout` null or a valid
+    // relative timespec for the duration of the call.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, timeout) };
 }
 
 /// A *private* futex wait, as glibc's own locks use: returns on a wake,

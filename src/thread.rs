@@ -5,6 +5,7 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::thread::Result;
+use std::time::Duration;
 
 use crate::life::{self, Options, Running};
 use crate::region::ThreadLayout;
@@ -43,6 +44,35 @@ impl Builder {
     /// (default one page; 0 for none).
     pub fn guard_size(mut self, size: usize) -> Builder {
         self.options.guard_size = Some(size);
+        self
+    }
+
+    /// The signals the thread starts with blocked, instead of the
+    /// creator's mask (glibc's `pthread_attr_setsigmask_np`). glibc's
+    /// internal SIGCANCEL and SIGSETXID stay unblocked, as glibc's own
+    /// `pthread_sigmask` keeps them: `setuid()` waits for every thread to
+    /// take SIGSETXID.
+    ///
+    /// ```
+    /// // SAFETY (all three): a valid, initialised sigset_t.
+    /// let mut mask: libc::sigset_t = unsafe { std::mem::zeroed() };
+    /// unsafe { libc::sigemptyset(&mut mask) };
+    /// unsafe { libc::sigaddset(&mut mask, libc::SIGUSR1) };
+    /// let blocked = rawthread::Builder::new()
+    ///     .signal_mask(&mask)
+    ///     .spawn(|| {
+    ///         let mut now: libc::sigset_t = unsafe { std::mem::zeroed() };
+    ///         // SAFETY: reads the calling thread's mask.
+    ///         unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut now) };
+    ///         unsafe { libc::sigismember(&now, libc::SIGUSR1) == 1 }
+    ///     })
+    ///     .unwrap()
+    ///     .join()
+    ///     .unwrap();
+    /// assert!(blocked);
+    /// ```
+    pub fn signal_mask(mut self, mask: &libc::sigset_t) -> Builder {
+        self.options.signal_mask = Some(crate::sys::signal_bits(mask));
         self
     }
 
@@ -131,6 +161,30 @@ impl<T> JoinHandle<T> {
     pub fn join(self) -> Result<T> {
         // SAFETY: `running` was spawned with result type T.
         unsafe { self.running.join() }
+    }
+
+    /// Waits at most `timeout` for the thread to finish: its result (or
+    /// panic payload) as [`JoinHandle::join`] gives it, or, if the thread
+    /// has not exited in time, the handle back to wait again or drop. A
+    /// zero `timeout` is a try-join (glibc's `pthread_timedjoin_np` and
+    /// `pthread_tryjoin_np`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (go, wait) = std::sync::mpsc::channel::<()>();
+    /// let handle = rawthread::spawn(move || wait.recv().map(|()| 7));
+    /// let handle = handle.join_timeout(Duration::ZERO).unwrap_err(); // still waiting
+    /// go.send(()).unwrap();
+    /// let result = handle.join_timeout(Duration::from_secs(600)).expect("exited");
+    /// assert_eq!(result.unwrap(), Ok(7));
+    /// ```
+    ///
+    /// # Panics
+    /// If called from the thread itself, as [`JoinHandle::join`].
+    #[allow(clippy::result_large_err)] // std-shaped: the handle itself comes back
+    pub fn join_timeout(self, timeout: Duration) -> std::result::Result<Result<T>, JoinHandle<T>> {
+        let ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+        if self.running.wait_within(ns) { Ok(self.join()) } else { Err(self) }
     }
 
     /// Whether the thread has exited (joining will not block).

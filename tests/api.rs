@@ -933,6 +933,22 @@ fn emptied_pool_unmaps_every_region() {
     assert_child_passed(&run_child("emptied_pool_unmaps_every_region", &[]));
 }
 
+/// Parks until `go` is set, as a thread waiting for its `unpark()` does
+/// (a park may end early, or take an earlier unpark's token); says whether
+/// an unpark ended it rather than a bound of 60 s, which turns a lost
+/// unpark into a failure instead of a hang.
+fn park_until(go: &AtomicBool) -> bool {
+    let bound = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !go.load(Ordering::Acquire) {
+        let now = std::time::Instant::now();
+        if now >= bound {
+            return false;
+        }
+        thread::park_timeout(bound - now);
+    }
+    true
+}
+
 /// `JoinHandle::thread()` is the thread's own `Thread`: the same id as
 /// `thread::current()` inside it, and its `unpark()` wakes the thread's
 /// `park()`; for plain, detached and scoped threads. It waits only for the
@@ -941,17 +957,23 @@ fn emptied_pool_unmaps_every_region() {
 #[test]
 fn join_handle_thread_is_the_threads_own() {
     let (answer, wait) = mpsc::channel::<()>();
-    let handle = rawthread::spawn(move || {
-        let answered = wait.recv_timeout(std::time::Duration::from_secs(60)).is_ok();
-        // Returns at once if the unpark came first; hangs if none comes.
-        thread::park();
-        (thread::current().id(), answered)
-    });
+    let go = Arc::new(AtomicBool::new(false));
+    let handle = {
+        let go = go.clone();
+        rawthread::spawn(move || {
+            let answered = wait.recv_timeout(std::time::Duration::from_secs(60)).is_ok();
+            (thread::current().id(), answered, park_until(&go))
+        })
+    };
     let id = handle.thread().id();
     answer.send(()).unwrap();
     assert_ne!(id, thread::current().id());
+    go.store(true, Ordering::Release);
     handle.thread().unpark();
-    assert_eq!(handle.join().unwrap(), (id, true), "thread() waited for the closure");
+    let (seen, answered, woken) = handle.join().unwrap();
+    assert_eq!(seen, id);
+    assert!(answered, "thread() waited for the closure");
+    assert!(woken, "thread().unpark() did not wake the thread's park()");
 
     // Handles dropped before and after their threads finish.
     for wait_first in [false, true] {
@@ -967,13 +989,94 @@ fn join_handle_thread_is_the_threads_own() {
         assert_eq!(rx.recv().unwrap(), id);
     }
 
+    let go = AtomicBool::new(false);
     rawthread::scope(|s| {
-        let handle = s.spawn(|| {
-            thread::park();
-            thread::current().id()
-        });
+        let handle = s.spawn(|| (park_until(&go), thread::current().id()));
+        go.store(true, Ordering::Release);
         handle.thread().unpark();
         let id = handle.thread().id();
-        assert_eq!(handle.join().unwrap(), id);
+        assert_eq!(handle.join().unwrap(), (true, id));
     });
+}
+
+/// `join_timeout` gives the handle back while the thread runs (a zero
+/// timeout is a try-join), the result once it has exited; a handle given
+/// back still joins and detaches as any other.
+#[test]
+fn join_timeout_returns_the_handle_until_the_thread_exits() {
+    use std::time::Duration;
+    let (go, wait) = mpsc::channel::<()>();
+    let handle = rawthread::spawn(move || {
+        wait.recv().unwrap();
+        42
+    });
+    let handle = handle.join_timeout(Duration::ZERO).expect_err("a try-join of a waiting thread");
+    let handle = handle.join_timeout(Duration::from_millis(20)).expect_err("a waiting thread after 20 ms");
+    assert!(!handle.is_finished());
+    go.send(()).unwrap();
+    assert_eq!(handle.join_timeout(Duration::from_secs(600)).expect("exited").unwrap(), 42);
+
+    // A finished thread: even a try-join gets its result, or its panic.
+    common::quiet_expected_panics();
+    let handle = rawthread::spawn(|| panic!("{}", common::EXPECTED));
+    while !handle.is_finished() {
+        thread::yield_now();
+    }
+    assert!(handle.join_timeout(Duration::ZERO).expect("finished").is_err());
+
+    // Given back, then dropped: detached, it still runs to its end.
+    let (done, ended) = mpsc::channel();
+    let (go, wait) = mpsc::channel::<()>();
+    let handle = rawthread::spawn(move || {
+        wait.recv().unwrap();
+        done.send(()).unwrap();
+    });
+    drop(handle.join_timeout(Duration::ZERO).expect_err("waiting"));
+    go.send(()).unwrap();
+    ended.recv().unwrap();
+}
+
+/// The calling thread's mask of blocked signals, read with the raw system
+/// call (glibc's wrapper hides its internal signals).
+fn kernel_blocked_signals() -> u64 {
+    let mut mask = 0u64;
+    // SAFETY: a valid 8-byte out-pointer for the kernel's sigset.
+    unsafe { libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_BLOCK, std::ptr::null::<u64>(), &mut mask, 8) };
+    mask
+}
+
+/// `Builder::signal_mask` is the mask the thread starts with, not its
+/// creator's, but for glibc's SIGCANCEL and SIGSETXID, which stay
+/// unblocked whatever is asked; without it, the creator's mask.
+#[test]
+fn signal_mask_is_the_threads_first_mask() {
+    let bit = |signal: i32| 1u64 << (signal - 1);
+    let set = |signals: &[i32]| {
+        // SAFETY: a zeroed sigset_t, filled by glibc's own calls.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        unsafe { libc::sigemptyset(&mut set) };
+        for &s in signals {
+            // SAFETY: as above; 32 and 33 are valid signal numbers.
+            unsafe { libc::sigaddset(&mut set, s) };
+        }
+        set
+    };
+    let asked = set(&[libc::SIGUSR1, libc::SIGTERM, 32, 33]);
+    let mask = Builder::new().signal_mask(&asked).spawn(kernel_blocked_signals).unwrap().join().unwrap();
+    assert_eq!(mask, bit(libc::SIGUSR1) | bit(libc::SIGTERM), "the asked mask, without 32 and 33");
+
+    // The creator's mask is inherited when none is asked, here from a
+    // thread that blocks SIGUSR2.
+    let inherited = thread::spawn(move || {
+        let usr2 = set(&[libc::SIGUSR2]);
+        // SAFETY: blocks SIGUSR2 in this thread only.
+        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &usr2, std::ptr::null_mut()) };
+        let creator = kernel_blocked_signals();
+        (creator, rawthread::spawn(kernel_blocked_signals).join().unwrap())
+    })
+    .join()
+    .unwrap();
+    assert_eq!(inherited.0, inherited.1);
+    assert_ne!(inherited.1 & bit(libc::SIGUSR2), 0);
 }
