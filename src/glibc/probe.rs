@@ -53,16 +53,7 @@ pub(super) fn probe(glibc: &Glibc) -> io::Result<Probed> {
         let err = libc::pthread_create(&mut thread, &attr, run, (&raw const probe).cast_mut().cast());
         libc::pthread_attr_destroy(&mut attr);
         if err == 0 {
-            let mut st = probe.wait_for(|st| st.report.is_some());
-            if let Some((tp, found, freed)) = &mut st.report
-                && let Ok(malloc) = *found
-                && !check_malloc_state(&malloc, *tp, *freed)
-            {
-                *found = Err("handing on malloc's per-thread state does not hand on its cache");
-            }
-            st.malloc_checked = true;
-            probe.turn.notify_all();
-            drop(st);
+            check_malloc_in_rounds(&probe, check_malloc_state);
             let lists = prove_lists(&probe);
             libc::pthread_join(thread, ptr::null_mut());
             stage = std::mem::take(&mut *probe.lock());
@@ -128,6 +119,8 @@ struct Stage {
     /// The creator has checked the malloc state (until then the probe
     /// waits, keeping that state alive and unused).
     malloc_checked: bool,
+    /// The creator's check failed a round: the probe frees new chunks.
+    free_again: bool,
     /// The creator holds the lock to prove: the probe may start its thread.
     create: bool,
     /// The probe's `pthread_create` has returned.
@@ -163,6 +156,40 @@ impl Probe<'_> {
     }
 }
 
+/// How many times the creator checks the malloc hand-over, each time on
+/// chunks the probe has just freed, before it says the words found do not
+/// carry the cache: another thread's malloc in the same arena meanwhile
+/// (one arena for all, with `glibc.malloc.arena_max=1`) can take a freed
+/// chunk, or move the arena's top, once; a hand-over that misses a word
+/// fails every round.
+const MALLOC_CHECK_ROUNDS: usize = 8;
+
+/// In the creator: `check` ([`check_malloc_state`]) on what the probe
+/// found and freed, again on chunks it frees anew after a failed round
+/// (see [`answer_malloc_checks`]).
+fn check_malloc_in_rounds(probe: &Probe, check: fn(&Probed, usize, Freed) -> bool) {
+    for round in 1..=MALLOC_CHECK_ROUNDS {
+        let mut st = probe.wait_for(|st| st.report.is_some() && !st.free_again);
+        let Some((tp, found, freed)) = &mut st.report else { unreachable!() };
+        let passed = match *found {
+            Ok(malloc) => check(&malloc, *tp, *freed),
+            Err(_) => true,
+        };
+        if passed || round == MALLOC_CHECK_ROUNDS {
+            if !passed {
+                *found = Err("handing on malloc's per-thread state does not hand on its cache");
+            }
+            st.malloc_checked = true;
+        } else {
+            st.free_again = true;
+        }
+        probe.turn.notify_all();
+        if passed {
+            return;
+        }
+    }
+}
+
 /// The probe pthread.
 extern "C" fn run(probe: *mut c_void) -> *mut c_void {
     // SAFETY: the creator's `Probe`, alive until it has joined us.
@@ -175,7 +202,7 @@ extern "C" fn run(probe: *mut c_void) -> *mut c_void {
     probe.update(|st| st.report = Some((tp, found, freed)));
     // Only once the creator has checked may this thread allocate again: the
     // chunks it freed had to stay where they were.
-    let mut st = probe.wait_for(|st| st.malloc_checked);
+    let mut st = answer_malloc_checks(probe, free_probe_chunks);
     if let Some((_, found, _)) = &mut st.report {
         *found = found.and_then(|mut found| {
             (found.strerror_buf, found.strsignal_buf) = find_strerror_bufs(probe.glibc, tp)?;
@@ -186,6 +213,23 @@ extern "C" fn run(probe: *mut c_void) -> *mut c_void {
     let lists = start_and_join(probe);
     probe.update(|st| st.lists = Some(lists));
     ptr::null_mut()
+}
+
+/// In the probe, once it has reported: frees new chunks with `free_again`
+/// ([`free_probe_chunks`]) whenever the creator's check asks for another
+/// round, until the creator has decided; returns the stage, locked.
+fn answer_malloc_checks<'a>(probe: &'a Probe, free_again: fn() -> Freed) -> MutexGuard<'a, Stage> {
+    loop {
+        let mut st = probe.wait_for(|st| st.malloc_checked || st.free_again);
+        if st.malloc_checked {
+            return st;
+        }
+        if let Some((_, _, freed)) = &mut st.report {
+            *freed = free_again();
+        }
+        st.free_again = false;
+        probe.turn.notify_all();
+    }
 }
 
 /// The TCB words that hold the strings `strerror` and `strsignal` return
@@ -340,14 +384,7 @@ fn find_malloc_state(glibc: &Glibc, tp: usize) -> Result<(Probed, Freed), &'stat
         s
     };
     let fresh = snapshot();
-    // SAFETY: malloc and free; the addresses are only compared from here on.
-    let freed = unsafe {
-        let chunks = PROBE_CHUNKS.map(|size| libc::malloc(size));
-        chunks.map(|p| {
-            libc::free(p);
-            p as usize
-        })
-    };
+    let freed = free_probe_chunks();
     let used = snapshot();
     let mut found = Probed::default();
     for i in (0..words).filter(|&i| fresh[i] != used[i]) {
@@ -363,6 +400,19 @@ fn find_malloc_state(glibc: &Glibc, tp: usize) -> Result<(Probed, Freed), &'stat
         return Err("malloc's per-thread state is not in libc's TLS");
     }
     Ok((found, freed))
+}
+
+/// Allocates a chunk of each of [`PROBE_CHUNKS`] and frees them; returns
+/// their addresses.
+fn free_probe_chunks() -> Freed {
+    // SAFETY: malloc and free; the addresses are only compared from here on.
+    unsafe {
+        let chunks = PROBE_CHUNKS.map(|size| libc::malloc(size));
+        chunks.map(|p| {
+            libc::free(p);
+            p as usize
+        })
+    }
 }
 
 /// The chunks [`find_malloc_state`] freed, by size.
@@ -439,6 +489,40 @@ mod tests {
         // SAFETY: our own thread, joined once.
         unsafe { libc::pthread_join(thread, ptr::null_mut()) };
         ok
+    }
+
+    /// The creator's rounds and the probe's answers: a check that fails
+    /// its first rounds (another thread took a chunk) passes on a later
+    /// round's chunks; one that fails every round is refused after
+    /// [`MALLOC_CHECK_ROUNDS`]; neither side waits forever for the other.
+    #[test]
+    fn malloc_check_rounds_retry_on_new_chunks() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static ROUNDS: AtomicUsize = AtomicUsize::new(0);
+        static PASS_AT: AtomicUsize = AtomicUsize::new(0);
+        fn check(_: &Probed, _: usize, freed: Freed) -> bool {
+            let round = ROUNDS.fetch_add(1, Ordering::SeqCst) + 1;
+            // Each round must see the chunks freed for it.
+            assert_eq!(freed, [round, round]);
+            round == PASS_AT.load(Ordering::SeqCst)
+        }
+        fn free_again() -> Freed {
+            let next = ROUNDS.load(Ordering::SeqCst) + 1;
+            [next, next]
+        }
+        let glibc = crate::glibc::layout::discover().unwrap();
+        for (pass_at, rounds, ok) in [(1, 1, true), (3, 3, true), (0, MALLOC_CHECK_ROUNDS, false)] {
+            ROUNDS.store(0, Ordering::SeqCst);
+            PASS_AT.store(pass_at, Ordering::SeqCst);
+            let probe = Probe { glibc: &glibc, inner_stack: (0, 0), stage: Mutex::default(), turn: Condvar::new() };
+            probe.lock().report = Some((0, Ok(Probed::default()), [1, 1]));
+            let found = std::thread::scope(|s| {
+                let answers = s.spawn(|| answer_malloc_checks(&probe, free_again).report.as_ref().unwrap().1.is_ok());
+                check_malloc_in_rounds(&probe, check);
+                answers.join().unwrap()
+            });
+            assert_eq!((ROUNDS.load(Ordering::SeqCst), found), (rounds, ok), "passing at round {pass_at}");
+        }
     }
 
     /// The check passes on what was found, and fails on any part of it:
