@@ -75,6 +75,11 @@
 //!   `strsignal` buffers, the `dlerror()` message, the resolver's sockets)
 //!   raw threads free too; the legacy Sun RPC state of libc's compatibility
 //!   symbols, which no program built today can reach, is not freed.
+//! * **glibc 2.41 and later: `getrandom()`'s per-thread state is left
+//!   behind** by each raw thread that calls glibc's `getrandom` (std's
+//!   `HashMap` seeding does): glibc gives it back only in a pthread's exit.
+//!   Measured: 20,000 such threads, 3.8 MB more RSS and 25 more mappings;
+//!   no growth on 2.36.
 //! * rawthread is meant to be linked into an executable, as Rust links crates
 //!   by default. In a `cdylib`/`dylib`, Rust's thread-locals go through
 //!   `__tls_get_addr`, which the overflow handler and a detached thread's
