@@ -25,8 +25,8 @@
 //!   either acknowledges before `clone`, so the child inherits the new
 //!   credentials, or after `clone` has returned, when the kernel has
 //!   written the tid and the setxid's next round signals the child. The
-//!   creator must not block signals before it holds the lock: a setxid
-//!   holding the lock would wait for it forever.
+//!   creator must not have its signals blocked while it waits for the
+//!   lock: a setxid holding the lock would wait for it forever.
 //! * **Leaving** ([`unlist`]): the thread, when its last user code has
 //!   run, takes the lock with its signals still open. A setxid holds the
 //!   lock from its first mark to its last acknowledgement, so the thread
