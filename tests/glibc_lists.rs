@@ -378,7 +378,7 @@ fn raw_threads_are_on_glibc_list_while_they_live() {
             all.wait();
         }));
     }
-    rawthread::scope(|s| {
+    let listed = rawthread::scope(|s| {
         for _ in 0..8 {
             let all = all.clone();
             s.spawn(move || {
@@ -387,11 +387,18 @@ fn raw_threads_are_on_glibc_list_while_they_live() {
             });
         }
         all.wait();
-        assert_eq!(glibc_user_threads(), Some(base + 24), "24 raw threads alive");
+        // Read before the threads may go, asserted after: a wrong count
+        // fails the test instead of leaving 24 threads waiting.
+        let listed = glibc_user_threads();
         all.wait();
+        listed
     });
+    assert_eq!(listed, Some(base + 24), "24 raw threads alive");
     joinable.into_iter().for_each(|h| h.join().unwrap());
-    while tasks() != base_tasks {
+    // `>`: a thread joined just before `base_tasks` was read may still
+    // have been in /proc/self/task then (the kernel clears the tid word
+    // before the task leaves the list).
+    while tasks() > base_tasks {
         std::thread::yield_now();
     }
     assert_eq!(glibc_user_threads(), Some(base), "every raw thread has exited");
@@ -751,4 +758,77 @@ fn gdb_info_threads_lists_raw_threads_by_name() {
         assert!(shown.contains(line.as_str()), "gdb's info threads lacks {line}:\n{shown}");
     }
     println!("{TEST}: gdb showed {}", want.join(", "));
+}
+
+/// A raw thread still running its `thread_local!` destructors (user code,
+/// so still on glibc's list) is reached by a `seteuid` made meanwhile.
+#[test]
+fn setxid_reaches_a_thread_in_its_tls_destructor() {
+    const TEST: &str = "setxid_reaches_a_thread_in_its_tls_destructor";
+    if !in_child(TEST) {
+        print!("{}", run_child_ok(TEST));
+        return;
+    }
+    if !root_or_skip(TEST) {
+        return println!("1 passed");
+    }
+    use std::sync::atomic::AtomicU32;
+    static STAGE: AtomicU32 = AtomicU32::new(0);
+    static SEEN: AtomicU32 = AtomicU32::new(u32::MAX);
+    struct OnExit;
+    impl Drop for OnExit {
+        fn drop(&mut self) {
+            STAGE.store(1, Ordering::SeqCst);
+            while STAGE.load(Ordering::SeqCst) != 2 {
+                std::hint::spin_loop();
+            }
+            SEEN.store(euid(), Ordering::SeqCst);
+        }
+    }
+    thread_local! { static ON_EXIT: std::cell::RefCell<Option<OnExit>> = const { std::cell::RefCell::new(None) }; }
+    let h = rawthread::spawn(|| ON_EXIT.with(|s| *s.borrow_mut() = Some(OnExit)));
+    while STAGE.load(Ordering::SeqCst) != 1 {
+        std::thread::yield_now();
+    }
+    seteuid(NOBODY);
+    STAGE.store(2, Ordering::SeqCst);
+    h.join().unwrap();
+    assert_eq!(SEEN.load(Ordering::SeqCst), NOBODY, "the thread in its TLS destructor kept its euid");
+    seteuid(0);
+    println!("1 passed");
+}
+
+/// Spawns whose clone fails (each lists and unlists its block), racing
+/// 3000 `seteuid` flips: no deadlock.
+#[test]
+fn failed_clones_race_seteuid_flips() {
+    const TEST: &str = "failed_clones_race_seteuid_flips";
+    if !in_child(TEST) {
+        print!("{}", run_child_ok(TEST));
+        return;
+    }
+    if !root_or_skip(TEST) {
+        return println!("1 passed");
+    }
+    rawthread::spawn(|| ()).join().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let failer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            refuse_syscalls(&[(libc::SYS_clone3, libc::EAGAIN), (libc::SYS_clone, libc::EAGAIN)]);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                assert!(rawthread::Builder::new().spawn(|| ()).is_err());
+                n += 1;
+            }
+            n
+        })
+    };
+    for flip in 0..3000 {
+        seteuid(if flip % 2 == 0 { NOBODY } else { 0 });
+    }
+    stop.store(true, Ordering::Relaxed);
+    let n = failer.join().unwrap();
+    println!("{TEST}: 3000 flips against {n} failed spawns");
+    println!("1 passed");
 }

@@ -539,4 +539,25 @@ mod tests {
             "all words but the first"
         );
     }
+
+    /// The probe refuses a lock word that is not glibc's (its
+    /// `pthread_create` does not wait on it), and a `_dl_stack_user` head
+    /// that does not hold the probe.
+    #[test]
+    fn probe_refuses_decoy_lists() {
+        use std::sync::atomic::AtomicI32;
+        static DECOY: AtomicI32 = AtomicI32::new(0);
+        let mut g = crate::glibc::layout::discover().unwrap();
+        g.lists.lock = DECOY.as_ptr() as usize;
+        let e = probe(&g).err().expect("a decoy lock word was accepted");
+        assert!(e.to_string().contains("_dl_stack_cache_lock"), "{e}");
+        let mut g = crate::glibc::layout::discover().unwrap();
+        let fake: Box<[usize; 2]> = Box::new([0, 0]);
+        let head = Box::into_raw(fake);
+        // SAFETY: our own leaked box: an empty ring of one head.
+        unsafe { *head = [head as usize, head as usize] };
+        g.lists.user = head as usize;
+        let e = probe(&g).err().expect("a decoy _dl_stack_user was accepted");
+        assert!(e.to_string().contains("glibc layout check failed"), "{e}");
+    }
 }
