@@ -163,7 +163,7 @@ struct ProcessStart<F> {
 unsafe extern "C" fn process_main<F: FnOnce() -> i32>(start: *mut c_void) -> ! {
     // SAFETY: the parent's value, copied with its memory; read once.
     let ProcessStart { f, glibc, setsid, process_group, report } = unsafe { start.cast::<ProcessStart<F>>().read() };
-    glibc::refresh_tid(glibc);
+    glibc::reset_in_process_child(glibc);
     let failed = if setsid {
         // SAFETY: plain syscall wrapper.
         (unsafe { libc::setsid() }) < 0

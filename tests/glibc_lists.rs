@@ -470,6 +470,34 @@ fn wait_status(pid: libc::pid_t) -> libc::c_int {
     status
 }
 
+/// A `rawthread::process` child made while a parent thread held glibc's
+/// thread-list lock (as every raw spawn and exit briefly does) can still
+/// call `setuid()`: the child frees the lock, as glibc's `fork` does.
+#[test]
+fn setuid_in_a_process_child_made_while_the_list_lock_was_held() {
+    const TEST: &str = "setuid_in_a_process_child_made_while_the_list_lock_was_held";
+    if !in_child(TEST) {
+        print!("{}", run_child_ok(TEST));
+        return;
+    }
+    // glibc in multi-threaded mode, so that setuid() signals every thread.
+    rawthread::spawn(|| ()).join().unwrap();
+    let lock = glibc_thread_list_lock();
+    while lock.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        std::thread::yield_now();
+    }
+    let child = rawthread::process::spawn(|| {
+        // SAFETY: getuid has no preconditions; setuid to one's own uid is
+        // allowed to anyone.
+        unsafe { libc::setuid(libc::getuid()) }
+    });
+    let status = child.and_then(|mut c| c.wait());
+    lock.store(0, Ordering::Release);
+    let status = status.unwrap();
+    assert_eq!(status.code(), Some(0), "the child's setuid: {status:?}");
+    println!("1 passed");
+}
+
 /// The 8 bytes of TLS [`tls_library`] gives its one variable.
 const TLS_VALUE: u64 = 0x7261_7774_6872_6561;
 

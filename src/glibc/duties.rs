@@ -115,10 +115,14 @@ unsafe fn run_key_destructors(g: &Glibc, tp: usize) {
     }
 }
 
-/// In the child of a bare `clone` of a process, as glibc's `fork` does: the
-/// calling thread's TCB still holds the parent's tid, which recursive locks
-/// and `raise()` use.
-pub(crate) fn refresh_tid(g: &Glibc) {
+/// In the child of a bare `clone` of a process, what glibc's `fork` resets
+/// there and raw threads use: the calling thread's TCB still holds the
+/// parent's tid, which recursive locks and `raise()` use; and glibc's
+/// thread-list lock may have been held by a parent thread at the clone
+/// (every raw spawn and exit takes it), which would leave `setuid()` in the
+/// child waiting forever.
+pub(crate) fn reset_in_process_child(g: &Glibc) {
     // SAFETY: the calling thread's own TCB; gettid has no preconditions.
     unsafe { g.tid_word(current_tp()).store(libc::gettid(), std::sync::atomic::Ordering::Relaxed) };
+    g.lists.reset_lock();
 }

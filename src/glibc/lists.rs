@@ -60,6 +60,12 @@ impl Lists {
         unsafe { AtomicI32::from_ptr(self.lock as *mut i32) }
     }
 
+    /// Frees the lock, in a process child that is the only thread there is,
+    /// as glibc's `fork` does in its child (`fork_system_setup_after_fork`).
+    pub(super) fn reset_lock(&self) {
+        self.lock_word().store(0, Ordering::Relaxed);
+    }
+
     /// Takes the lock as glibc's `lll_lock` does.
     pub(super) fn lock(&self) -> Held<'_> {
         let word = self.lock_word();

@@ -38,7 +38,7 @@ mod lists;
 mod probe;
 
 pub(crate) use block::Block;
-pub(crate) use duties::{enter, leave, refresh_tid};
+pub(crate) use duties::{enter, leave, reset_in_process_child};
 pub(crate) use handover::{MallocState, malloc_states};
 pub(crate) use layout::{Glibc, current_tp};
 pub(crate) use lists::{list, unlist};

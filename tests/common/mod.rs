@@ -167,13 +167,9 @@ pub fn refuse_syscalls(refusals: &[(libc::c_long, i32)]) {
     }
 }
 
-/// How many threads glibc's `_dl_stack_user` list holds (the list of
-/// threads whose stacks glibc did not allocate: the main thread, raw
-/// threads, pthreads on stacks of their own), read through the descriptors
-/// glibc exports for libthread_db; `None` if it is not a sound ring. A
-/// test's oracle: read without glibc's lock, so only while no thread is
-/// being made or is exiting.
-pub fn glibc_user_threads() -> Option<usize> {
+/// The address of glibc's `_rtld_global._dl_stack_user`, from the
+/// descriptors glibc exports for libthread_db.
+fn glibc_user_list() -> usize {
     let sym = |name: &std::ffi::CStr| {
         // SAFETY: a NUL-terminated name.
         let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
@@ -181,8 +177,25 @@ pub fn glibc_user_threads() -> Option<usize> {
         p as usize
     };
     // SAFETY: a `u32[3]` libthread_db descriptor {bits, count, offset}.
-    let head = sym(c"_rtld_global")
-        + unsafe { *(sym(c"_thread_db_rtld_global__dl_stack_user") as *const [u32; 3]) }[2] as usize;
+    sym(c"_rtld_global") + unsafe { *(sym(c"_thread_db_rtld_global__dl_stack_user") as *const [u32; 3]) }[2] as usize
+}
+
+/// glibc's `_dl_stack_cache_lock`, which guards its thread lists: 48 bytes
+/// after `_dl_stack_user` in `struct rtld_global` (as rawthread's probe
+/// proves on every glibc it runs on).
+pub fn glibc_thread_list_lock() -> &'static std::sync::atomic::AtomicI32 {
+    // SAFETY: an aligned int in ld.so's data, alive for the process.
+    unsafe { std::sync::atomic::AtomicI32::from_ptr((glibc_user_list() + 48) as *mut i32) }
+}
+
+/// How many threads glibc's `_dl_stack_user` list holds (the list of
+/// threads whose stacks glibc did not allocate: the main thread, raw
+/// threads, pthreads on stacks of their own), read through the descriptors
+/// glibc exports for libthread_db; `None` if it is not a sound ring. A
+/// test's oracle: read without glibc's lock, so only while no thread is
+/// being made or is exiting.
+pub fn glibc_user_threads() -> Option<usize> {
+    let head = glibc_user_list();
     let link = |node: usize, i: usize| {
         // SAFETY: a list head or a node reached from it, mapped while listed.
         unsafe { *((node + 8 * i) as *const usize) }
