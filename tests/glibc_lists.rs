@@ -81,14 +81,29 @@ fn drop_privileges() {
     ok(unsafe { libc::setuid(NOBODY) }, "setuid");
 }
 
-/// Whether the test may change credentials; prints why it is skipped if not.
-fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        println!("{test}: skipped: changing credentials needs root");
+/// Whether this process is `test`'s child half, which runs its body; in
+/// the test's own process, runs that child and asserts that it passed.
+fn in_child_half(test: &str) -> bool {
+    if in_child(test) {
+        return true;
     }
-    root
+    print!("{}", run_child_ok(test));
+    false
+}
+
+/// [`in_child_half`] for a body that changes credentials: a child that is
+/// not root says why it skips the body, and passes.
+fn in_root_child_half(test: &str) -> bool {
+    if !in_child_half(test) {
+        return false;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("{test}: skipped: changing credentials needs root");
+        println!("1 passed");
+        return false;
+    }
+    true
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -189,12 +204,8 @@ fn all_have(workers: &[Worker], want: &Creds, step: &str) {
 #[test]
 fn credential_changes_reach_every_raw_thread() {
     const TEST: &str = "credential_changes_reach_every_raw_thread";
-    if !in_child(TEST) {
-        print!("{}", run_child_ok(TEST));
+    if !in_root_child_half(TEST) {
         return;
-    }
-    if !root_or_skip(TEST) {
-        return println!("1 passed");
     }
     // A region to reuse, so one worker runs on a renewed block.
     rawthread::spawn(|| ()).join().unwrap();
@@ -255,12 +266,8 @@ fn credential_changes_reach_every_raw_thread() {
 #[test]
 fn seteuid_flips_under_spawn_churn() {
     const TEST: &str = "seteuid_flips_under_spawn_churn";
-    if !in_child(TEST) {
-        print!("{}", run_child_ok(TEST));
+    if !in_root_child_half(TEST) {
         return;
-    }
-    if !root_or_skip(TEST) {
-        return println!("1 passed");
     }
     let window: Arc<Mutex<Vec<Worker>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -314,12 +321,8 @@ fn seteuid_flips_under_spawn_churn() {
 #[test]
 fn fork_from_a_raw_thread_then_setuid_on_both_sides() {
     const TEST: &str = "fork_from_a_raw_thread_then_setuid_on_both_sides";
-    if !in_child(TEST) {
-        print!("{}", run_child_ok(TEST));
+    if !in_root_child_half(TEST) {
         return;
-    }
-    if !root_or_skip(TEST) {
-        return println!("1 passed");
     }
     let dropped = Creds { uid: [NOBODY; 3], gid: [NOBODY; 3], groups: vec![] };
     let bystander = Worker::raw("bystander");
@@ -355,8 +358,7 @@ fn fork_from_a_raw_thread_then_setuid_on_both_sides() {
 #[test]
 fn raw_threads_are_on_glibc_list_while_they_live() {
     const TEST: &str = "raw_threads_are_on_glibc_list_while_they_live";
-    if !in_child(TEST) {
-        print!("{}", run_child_ok(TEST));
+    if !in_child_half(TEST) {
         return;
     }
     rawthread::spawn(|| ()).join().unwrap();
@@ -412,8 +414,7 @@ fn raw_threads_are_on_glibc_list_while_they_live() {
 #[test]
 fn a_forked_raw_thread_is_never_reused_as_a_glibc_stack() {
     const TEST: &str = "a_forked_raw_thread_is_never_reused_as_a_glibc_stack";
-    if !in_child(TEST) {
-        print!("{}", run_child_ok(TEST));
+    if !in_child_half(TEST) {
         return;
     }
     // A stack that a std thread's of 3 MiB would fit in.
@@ -476,8 +477,7 @@ fn wait_status(pid: libc::pid_t) -> libc::c_int {
 #[test]
 fn setuid_in_a_process_child_made_while_the_list_lock_was_held() {
     const TEST: &str = "setuid_in_a_process_child_made_while_the_list_lock_was_held";
-    if !in_child(TEST) {
-        print!("{}", run_child_ok(TEST));
+    if !in_child_half(TEST) {
         return;
     }
     // glibc in multi-threaded mode, so that setuid() signals every thread.
@@ -607,8 +607,7 @@ fn temp_library(name: &str) -> std::path::PathBuf {
 #[test]
 fn dlopen_initialises_initial_exec_tls_in_raw_threads() {
     const TEST: &str = "dlopen_initialises_initial_exec_tls_in_raw_threads";
-    if !in_child(TEST) {
-        print!("{}", run_child_ok(TEST));
+    if !in_child_half(TEST) {
         return;
     }
     rawthread::spawn(|| ()).join().unwrap();
@@ -648,8 +647,7 @@ const GSCOPE_WAIT: i32 = 2;
 #[test]
 fn dlclose_waits_for_raw_threads_in_a_symbol_lookup() {
     const TEST: &str = "dlclose_waits_for_raw_threads_in_a_symbol_lookup";
-    if !in_child(TEST) {
-        print!("{}", run_child_ok(TEST));
+    if !in_child_half(TEST) {
         return;
     }
     let path = temp_library("gscope");
@@ -793,12 +791,8 @@ fn gdb_info_threads_lists_raw_threads_by_name() {
 #[test]
 fn setxid_reaches_a_thread_in_its_tls_destructor() {
     const TEST: &str = "setxid_reaches_a_thread_in_its_tls_destructor";
-    if !in_child(TEST) {
-        print!("{}", run_child_ok(TEST));
+    if !in_root_child_half(TEST) {
         return;
-    }
-    if !root_or_skip(TEST) {
-        return println!("1 passed");
     }
     use std::sync::atomic::AtomicU32;
     static STAGE: AtomicU32 = AtomicU32::new(0);
@@ -831,12 +825,8 @@ fn setxid_reaches_a_thread_in_its_tls_destructor() {
 #[test]
 fn failed_clones_race_seteuid_flips() {
     const TEST: &str = "failed_clones_race_seteuid_flips";
-    if !in_child(TEST) {
-        print!("{}", run_child_ok(TEST));
+    if !in_root_child_half(TEST) {
         return;
-    }
-    if !root_or_skip(TEST) {
-        return println!("1 passed");
     }
     rawthread::spawn(|| ()).join().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
