@@ -111,7 +111,7 @@ pub use clone::{THREAD_CLONE_FLAGS, uses_clone3};
 pub use pool::{PoolLimits, pool_limits, set_pool_limits};
 pub use region::ThreadLayout;
 pub use scope::{Scope, ScopedJoinHandle, scope};
-pub use thread::{Builder, JoinHandle, spawn};
+pub use thread::{Builder, JoinHandle, Scheduling, spawn};
 
 // The rest of `std::thread`, so that `use rawthread as thread;` is the
 // whole switch: what acts on the current thread, and the types, are std's

@@ -76,6 +76,7 @@ use std::ffi::{CStr, c_void};
 use std::io;
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ops::Range;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
 use std::sync::Arc;
@@ -96,7 +97,35 @@ pub(crate) struct Options {
     /// The signals the thread starts with blocked, as the kernel's 64-bit
     /// mask; the creator's mask if `None`.
     pub signal_mask: Option<u64>,
+    /// The CPUs the thread may run on, as the kernel's mask (bit n: CPU n);
+    /// the creator's if `None`.
+    pub affinity: Option<Vec<u64>>,
+    /// The thread's scheduling policy; the creator's if `None`.
+    pub scheduling: Option<SchedParams>,
+    /// Whether the handle carries a pidfd for the thread.
+    pub pidfd: bool,
 }
+
+impl Options {
+    /// Whether the creator has set-up to do on the child after `clone`,
+    /// before the child may run user code.
+    fn gated(&self) -> bool {
+        self.affinity.is_some() || self.scheduling.is_some() || self.pidfd
+    }
+}
+
+/// A scheduling policy as `sched_setattr(2)` takes it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SchedParams {
+    pub policy: libc::c_int,
+    /// For `SCHED_OTHER` and `SCHED_BATCH`: -20 to 19.
+    pub nice: i32,
+    /// For `SCHED_FIFO` and `SCHED_RR`: 1 to 99.
+    pub priority: u32,
+}
+
+/// The nice values there are; the kernel would clamp others silently.
+const NICE_RANGE: std::ops::RangeInclusive<i32> = -20..=19;
 
 /// glibc's internal SIGCANCEL (32) and SIGSETXID (33), which no thread may
 /// block (glibc's own `pthread_sigmask` refuses to): `setuid()` waits for
@@ -179,6 +208,9 @@ where
     let glibc = glibc::get()?;
     overflow::install();
     let name = kernel_name(options.name.as_deref())?;
+    if options.scheduling.is_some_and(|s| !NICE_RANGE.contains(&s.nice)) {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
     let stack = options.stack_size.unwrap_or_else(default_stack_size).max(MIN_STACK_SIZE);
     let guard = options.guard_size.unwrap_or_else(page_size);
     let layout = Layout::new::<Record<F, T>>();
@@ -217,20 +249,42 @@ where
     let start = Start { f, glibc, tp, sigmask, name, guard, altstack, latch };
     // SAFETY: `record` is aligned room for a Record<F, T> in the region,
     // which nobody else uses yet.
-    unsafe { record.write(Record { header: Header::new(), start: MaybeUninit::new(start), result: None }) };
+    unsafe {
+        record.write(Record { header: Header::new(options.gated()), start: MaybeUninit::new(start), result: None })
+    };
     // SAFETY: the stack is mapped, the thread block initialised, and
     // thread_main never returns; signals are blocked.
     let cloned = unsafe { clone::clone(&request) };
     sys::set_signal_mask(&creator_mask);
     match cloned {
-        Ok(tid) => Ok(Running {
-            block: ManuallyDrop::new(block),
-            tid,
-            header: record.cast(),
-            // SAFETY: a field of the record written above.
-            result: unsafe { &raw mut (*record).result }.cast(),
-            drop_result: drop_result::<T>,
-        }),
+        Ok(tid) => {
+            // SAFETY: the header lives as long as the region, which we own.
+            let gate = unsafe { &(*record).header.gate };
+            let pidfd = match options.gated().then(|| set_up(&options, tid)) {
+                None => None,
+                Some(Ok(pidfd)) => {
+                    gate.set(OPEN);
+                    pidfd
+                }
+                Some(Err(e)) => {
+                    // The child drops the closure and exits without running
+                    // it; the region is then free, untouched by user code.
+                    gate.set(CANCELLED);
+                    join::wait_for_exit(block.tid_word());
+                    pool::put(block);
+                    return Err(e);
+                }
+            };
+            Ok(Running {
+                block: ManuallyDrop::new(block),
+                tid,
+                header: record.cast(),
+                // SAFETY: a field of the record written above.
+                result: unsafe { &raw mut (*record).result }.cast(),
+                drop_result: drop_result::<T>,
+                pidfd,
+            })
+        }
         Err(e) => {
             // No thread: off the list, then take the closure back to drop
             // it here (with what it captured, and the latch); the untouched
@@ -242,6 +296,32 @@ where
             pool::put(block);
             Err(e)
         }
+    }
+}
+
+/// What the creator does to a gated child, which waits at its gate until
+/// this is done, so that its first line of user code already runs with
+/// them (glibc's `pthread_create` does the same to a thread it holds on
+/// its `lock`); the pidfd last, so that an error leaves no fd to close.
+fn set_up(options: &Options, tid: libc::pid_t) -> io::Result<Option<OwnedFd>> {
+    if let Some(mask) = &options.affinity {
+        sys::set_affinity(tid, mask)?;
+    }
+    if let Some(SchedParams { policy, nice, priority }) = options.scheduling {
+        sys::set_scheduling(tid, policy, nice, priority)?;
+    }
+    if !options.pidfd {
+        return Ok(None);
+    }
+    match sys::thread_pidfd(tid) {
+        Ok(pidfd) => Ok(Some(pidfd)),
+        // Before Linux 6.9, pidfd_open refuses PIDFD_THREAD (before 5.3,
+        // pidfd_open itself).
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("rawthread: this kernel gives no pidfd for a thread (Linux 6.9's PIDFD_THREAD): {e}"),
+        )),
+        Err(e) => Err(e),
     }
 }
 
@@ -291,43 +371,73 @@ const DONE: u8 = 1;
 /// The handle was dropped first: the child frees its own region.
 const DETACHED: u8 = 2;
 
+/// A word set once, which any number of threads may sleep on until it is:
+/// [`UNSET`], [`AWAITED`] (unset, and somebody sleeps on it), or the value
+/// it was set to.
+struct Event(AtomicI32);
+
+const UNSET: i32 = 0;
+const AWAITED: i32 = 1;
+
+impl Event {
+    fn new(state: i32) -> Event {
+        Event(AtomicI32::new(state))
+    }
+
+    /// Sets the word to `value` (above [`AWAITED`]), once, and wakes every
+    /// sleeper: `&JoinHandle` is `Sync`, so several may wait.
+    fn set(&self, value: i32) {
+        if self.0.swap(value, Ordering::Release) == AWAITED {
+            sys::futex_wake_private(&self.0, i32::MAX);
+        }
+    }
+
+    /// The value the word was set to, once it is.
+    fn wait(&self) -> i32 {
+        loop {
+            match self.0.load(Ordering::Acquire) {
+                UNSET => {
+                    let _ = self.0.compare_exchange(UNSET, AWAITED, Ordering::Acquire, Ordering::Acquire);
+                }
+                AWAITED => sys::futex_wait_private(&self.0, AWAITED),
+                value => return value,
+            }
+        }
+    }
+}
+
+/// The child's start gate ([`Header::gate`]): it may run user code...
+const OPEN: i32 = 2;
+/// ...or the creator's set-up failed, and the child must exit at once.
+const CANCELLED: i32 = 3;
+
 /// The thread's [`std::thread::Thread`], which the child publishes before
 /// its closure runs, for `JoinHandle::thread`: std makes a thread's
 /// `Thread` on its first `thread::current()`, in that thread, and offers
 /// no way to hand it one made elsewhere.
 struct Published {
-    /// [`EMPTY`], [`AWAITED`] (empty, and a handle sleeps on it) or
-    /// [`PUBLISHED`].
-    state: AtomicI32,
+    /// Set to [`PUBLISHED`] once `thread` is written.
+    state: Event,
     thread: UnsafeCell<MaybeUninit<std::thread::Thread>>,
 }
 
-const EMPTY: i32 = 0;
-const AWAITED: i32 = 1;
 const PUBLISHED: i32 = 2;
 
 impl Published {
     fn new() -> Published {
-        Published { state: AtomicI32::new(EMPTY), thread: UnsafeCell::new(MaybeUninit::uninit()) }
+        Published { state: Event::new(UNSET), thread: UnsafeCell::new(MaybeUninit::uninit()) }
     }
 
     /// In the child, once.
     fn publish(&self, thread: std::thread::Thread) {
-        // SAFETY: nobody reads the slot before the swap below says so.
+        // SAFETY: nobody reads the slot before the event says so.
         unsafe { (*self.thread.get()).write(thread) };
-        if self.state.swap(PUBLISHED, Ordering::Release) == AWAITED {
-            sys::futex_wake_private(&self.state);
-        }
+        self.state.set(PUBLISHED);
     }
 
     /// Waits (only until the child has started) for the published thread.
     fn get(&self) -> &std::thread::Thread {
-        loop {
-            match self.state.compare_exchange(EMPTY, AWAITED, Ordering::Acquire, Ordering::Acquire) {
-                Err(PUBLISHED) => break,
-                Ok(_) | Err(_) => sys::futex_wait_private(&self.state, AWAITED),
-            }
-        }
+        self.state.wait();
         // SAFETY: published, and dropped only with the record's owner.
         unsafe { (*self.thread.get()).assume_init_ref() }
     }
@@ -338,7 +448,7 @@ impl Published {
     /// Called once, by the region's owner, after the child published it
     /// and while no `&Thread` from [`Published::get`] is alive.
     unsafe fn drop_published(&self) {
-        debug_assert_eq!(self.state.load(Ordering::Acquire), PUBLISHED);
+        debug_assert_eq!(self.state.0.load(Ordering::Acquire), PUBLISHED);
         // SAFETY: per the contract.
         unsafe { (*self.thread.get()).assume_init_drop() };
     }
@@ -356,14 +466,19 @@ struct Header {
     block: UnsafeCell<MaybeUninit<Block>>,
     /// The thread's `Thread`, published by the child.
     thread: Published,
+    /// [`OPEN`] from the start, unless the creator has set-up to do on the
+    /// child first ([`set_up`]): then unset until the creator opens it or
+    /// cancels the thread.
+    gate: Event,
 }
 
 impl Header {
-    fn new() -> Header {
+    fn new(gated: bool) -> Header {
         Header {
             state: AtomicU8::new(RUNNING),
             block: UnsafeCell::new(MaybeUninit::uninit()),
             thread: Published::new(),
+            gate: Event::new(if gated { UNSET } else { OPEN }),
         }
     }
 }
@@ -396,9 +511,22 @@ where
     if name[0] != 0 {
         sys::set_name(CStr::from_bytes_until_nul(&name).unwrap_or_default());
     }
-    sys::set_signal_mask(&sigmask);
     // SAFETY: the header lives as long as the region, which outlives us.
     let header = unsafe { &(*record).header };
+    if header.gate.wait() == CANCELLED {
+        // The spawn fails: what the closure captured goes with it, dropped
+        // here, and the creator waits for our exit before it returns. Only
+        // glibc's signals are let in, so that a setuid() under way reaches
+        // us before we leave glibc's list.
+        drop(panic::catch_unwind(AssertUnwindSafe(|| drop(f))));
+        drop(latch);
+        sys::set_signal_mask(&sys::signal_set(!GLIBC_INTERNAL_SIGNALS));
+        // SAFETY: our own block, once; no user code ran on it.
+        unsafe { glibc::leave(glibc, tp) };
+        sys::block_all_signals();
+        sys::exit_thread();
+    }
+    sys::set_signal_mask(&sigmask);
     header.thread.publish(std::thread::current());
 
     let result = panic::catch_unwind(AssertUnwindSafe(f));
@@ -468,6 +596,8 @@ pub(crate) struct Running {
     /// The record's result slot; null once taken.
     result: *mut u8,
     drop_result: unsafe fn(*mut u8) -> bool,
+    /// The thread's pidfd, if the builder asked for one.
+    pidfd: Option<OwnedFd>,
 }
 
 // SAFETY: the record is reached only through the single owner of the
@@ -497,6 +627,11 @@ impl Running {
 
     pub(crate) fn layout(&self) -> ThreadLayout {
         self.block.layout()
+    }
+
+    /// The thread's pidfd, if it was spawned with one.
+    pub(crate) fn pidfd(&self) -> Option<BorrowedFd<'_>> {
+        self.pidfd.as_ref().map(|fd| fd.as_fd())
     }
 
     /// The thread's `std::thread::Thread`, once it has started.

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
+use std::os::fd::BorrowedFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::thread::Result;
@@ -146,6 +147,19 @@ impl<T> ScopedJoinHandle<'_, T> {
     /// The thread's kernel thread id.
     pub fn tid(&self) -> libc::pid_t {
         self.running.as_ref().map_or(0, Running::tid)
+    }
+
+    /// The thread's pidfd, if it was spawned with [`crate::Builder::pidfd`]
+    /// (see [`crate::JoinHandle::pidfd`]).
+    ///
+    /// ```
+    /// rawthread::scope(|s| {
+    ///     let handle = rawthread::Builder::new().pidfd(true).spawn_scoped(s, || ()).unwrap();
+    ///     assert!(handle.pidfd().is_some());
+    /// });
+    /// ```
+    pub fn pidfd(&self) -> Option<BorrowedFd<'_>> {
+        self.running.as_ref().and_then(Running::pidfd)
     }
 
     /// The thread's [`std::thread::Thread`], as

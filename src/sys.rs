@@ -4,9 +4,11 @@
 //! assembles into the crate), and no policy: the fallback from clone3 to
 //! clone is `clone.rs`'s, the join's spin `join.rs`'s.
 
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::AtomicI32;
 
-use libc::{c_long, c_void, pid_t};
+use libc::{c_int, c_long, c_void, pid_t};
 
 std::arch::global_asm!(include_str!("../asm/x86_64.s"));
 
@@ -160,10 +162,69 @@ pub(crate) fn futex_wait_private(word: &AtomicI32, expected: i32) {
     };
 }
 
-/// Wakes one private waiter on `word`.
-pub(crate) fn futex_wake_private(word: &AtomicI32) {
+/// Wakes up to `count` private waiters on `word`.
+pub(crate) fn futex_wake_private(word: &AtomicI32, count: i32) {
     // SAFETY: `word` is a valid, aligned i32; a wake only reads its address.
-    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, 1) };
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, count) };
+}
+
+/// The result of a raw system call: its value, or the error of its
+/// `-errno`.
+fn syscall_result(ret: c_long) -> io::Result<c_long> {
+    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+}
+
+/// Lets thread `tid` run on the CPUs whose bits are set in `mask` (bit n
+/// of word n / 64: CPU n), of any length: `sched_setaffinity(2)`.
+pub(crate) fn set_affinity(tid: pid_t, mask: &[u64]) -> io::Result<()> {
+    // SAFETY: the kernel reads `size_of_val(mask)` bytes from `mask`.
+    syscall_result(unsafe { libc::syscall(libc::SYS_sched_setaffinity, tid, size_of_val(mask), mask.as_ptr()) })
+        .map(drop)
+}
+
+/// `struct sched_attr` (linux/sched/types.h), its first version.
+#[repr(C)]
+struct SchedAttr {
+    size: u32,
+    policy: u32,
+    flags: u64,
+    nice: i32,
+    priority: u32,
+    runtime: u64,
+    deadline: u64,
+    period: u64,
+}
+static_assertions::const_assert_eq!(size_of::<SchedAttr>(), 48); // SCHED_ATTR_SIZE_VER0
+
+/// Sets thread `tid`'s scheduling policy with its nice value (the fair
+/// policies) or its priority (the real-time ones), in one call:
+/// `sched_setattr(2)`.
+pub(crate) fn set_scheduling(tid: pid_t, policy: c_int, nice: i32, priority: u32) -> io::Result<()> {
+    let attr = SchedAttr {
+        size: size_of::<SchedAttr>() as u32,
+        policy: policy as u32,
+        flags: 0,
+        nice,
+        priority,
+        runtime: 0,
+        deadline: 0,
+        period: 0,
+    };
+    // SAFETY: `attr` is a valid sched_attr of the size it states.
+    syscall_result(unsafe { libc::syscall(libc::SYS_sched_setattr, tid, &attr, 0) }).map(drop)
+}
+
+/// `pidfd_open(2)`'s flag for a pidfd of one thread, not of its whole
+/// thread group (Linux 6.9; `O_EXCL`'s value).
+const PIDFD_THREAD: c_int = libc::O_EXCL;
+
+/// A pidfd for thread `tid` of this process (close-on-exec, as every
+/// pidfd is): readable once that thread has exited.
+pub(crate) fn thread_pidfd(tid: pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes two integers.
+    let fd = syscall_result(unsafe { libc::syscall(libc::SYS_pidfd_open, tid, PIDFD_THREAD) })?;
+    // SAFETY: a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as c_int) })
 }
 
 /// Gives up the CPU.

@@ -4,10 +4,11 @@
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
+use std::os::fd::BorrowedFd;
 use std::thread::Result;
 use std::time::Duration;
 
-use crate::life::{self, Options, Running};
+use crate::life::{self, Options, Running, SchedParams};
 use crate::region::ThreadLayout;
 use crate::scope::{self, Scope, ScopedJoinHandle};
 
@@ -76,12 +77,96 @@ impl Builder {
         self
     }
 
+    /// The CPUs the thread may run on (`sched_setaffinity`, glibc's
+    /// `pthread_attr_setaffinity_np`), instead of the creator's: its first
+    /// line of user code already runs on one of them. A set with no CPU
+    /// this thread may use (empty, offline, or outside its cpuset) makes
+    /// `spawn` fail with `EINVAL`; CPU numbers beyond the kernel's count
+    /// are ignored, as the kernel ignores them.
+    ///
+    /// ```
+    /// let cpu = rawthread::Builder::new()
+    ///     .affinity([0])
+    ///     // SAFETY: sched_getcpu has no preconditions.
+    ///     .spawn(|| unsafe { libc::sched_getcpu() })
+    ///     .unwrap()
+    ///     .join()
+    ///     .unwrap();
+    /// assert_eq!(cpu, 0);
+    /// assert!(rawthread::Builder::new().affinity([]).spawn(|| ()).is_err());
+    /// ```
+    pub fn affinity(mut self, cpus: impl IntoIterator<Item = usize>) -> Builder {
+        let mut mask = vec![0u64];
+        for cpu in cpus.into_iter().filter(|&cpu| cpu < MAX_CPUS) {
+            if mask.len() <= cpu / 64 {
+                mask.resize(cpu / 64 + 1, 0);
+            }
+            mask[cpu / 64] |= 1 << (cpu % 64);
+        }
+        self.options.affinity = Some(mask);
+        self
+    }
+
+    /// The thread's scheduling policy, instead of the creator's (glibc's
+    /// `pthread_attr_setschedpolicy` and `_setschedparam` with
+    /// `PTHREAD_EXPLICIT_SCHED`, plus a nice value): set before its first
+    /// line of user code. The kernel's refusal comes back from `spawn`:
+    /// `EPERM` for a real-time policy or a lower nice value than the
+    /// creator's without the right (`CAP_SYS_NICE`, `RLIMIT_RTPRIO`,
+    /// `RLIMIT_NICE`), `EINVAL` for a priority or nice value out of range.
+    ///
+    /// ```
+    /// use rawthread::Scheduling;
+    /// let policy = rawthread::Builder::new()
+    ///     .scheduling(Scheduling::Batch { nice: 5 })
+    ///     // SAFETY: sched_getscheduler has no preconditions.
+    ///     .spawn(|| unsafe { libc::sched_getscheduler(0) })
+    ///     .unwrap()
+    ///     .join()
+    ///     .unwrap();
+    /// assert_eq!(policy, libc::SCHED_BATCH);
+    /// let too_high = rawthread::Builder::new().scheduling(Scheduling::Fifo { priority: 100 }).spawn(|| ());
+    /// assert_eq!(too_high.unwrap_err().raw_os_error(), Some(libc::EINVAL));
+    /// ```
+    pub fn scheduling(mut self, scheduling: Scheduling) -> Builder {
+        let (policy, nice, priority) = match scheduling {
+            Scheduling::Other { nice } => (libc::SCHED_OTHER, nice, 0),
+            Scheduling::Batch { nice } => (libc::SCHED_BATCH, nice, 0),
+            Scheduling::Idle => (libc::SCHED_IDLE, 0, 0),
+            Scheduling::Fifo { priority } => (libc::SCHED_FIFO, 0, priority),
+            Scheduling::RoundRobin { priority } => (libc::SCHED_RR, 0, priority),
+        };
+        self.options.scheduling = Some(SchedParams { policy, nice, priority });
+        self
+    }
+
+    /// Whether the [`JoinHandle`] carries a pidfd for the thread
+    /// ([`JoinHandle::pidfd`]), which an event loop can wait on for the
+    /// thread's exit. Needs Linux 6.9 (`PIDFD_THREAD`); on an older kernel
+    /// `spawn` fails with [`io::ErrorKind::Unsupported`].
+    ///
+    /// ```
+    /// let handle = rawthread::Builder::new().pidfd(true).spawn(|| 7).unwrap();
+    /// let mut poll = libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 };
+    /// poll.fd = std::os::fd::AsRawFd::as_raw_fd(&handle.pidfd().unwrap());
+    /// // SAFETY: one valid pollfd.
+    /// assert_eq!(unsafe { libc::poll(&mut poll, 1, 600_000) }, 1); // the thread exited
+    /// assert!(handle.is_finished());
+    /// assert_eq!(handle.join().unwrap(), 7);
+    /// ```
+    pub fn pidfd(mut self, pidfd: bool) -> Builder {
+        self.options.pidfd = pidfd;
+        self
+    }
+
     /// Spawns a thread running `f`, as [`std::thread::Builder::spawn`].
     ///
     /// Errors carry the kernel's errno: `EAGAIN` at a thread limit,
     /// `ENOMEM` when the stack cannot be mapped (or its size overflows),
     /// `EINVAL` for a name with a NUL byte; `Unsupported` if this glibc
-    /// lacks what rawthread needs. A failed spawn frees everything it made.
+    /// lacks what rawthread needs; the kernel's refusal of an affinity, a
+    /// scheduling policy or a pidfd. A failed spawn frees everything it
+    /// made, and drops `f` without running it.
     pub fn spawn<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -129,6 +214,42 @@ impl Builder {
     {
         scope::spawn_in(scope, self.options, f)
     }
+}
+
+/// CPU numbers [`Builder::affinity`] keeps: Linux has at most 8,192 CPUs
+/// (`CONFIG_NR_CPUS`), and ignores the bits of any beyond its count.
+const MAX_CPUS: usize = 8192;
+
+/// A scheduling policy for [`Builder::scheduling`] (`sched(7)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheduling {
+    /// `SCHED_OTHER`, the default time-sharing policy, at a nice value
+    /// from -20 (most CPU) to 19 (least).
+    Other {
+        /// The nice value.
+        nice: i32,
+    },
+    /// `SCHED_BATCH`: time-sharing for CPU-bound work, which the scheduler
+    /// does not let preempt others on wake-up; a nice value as `Other`'s.
+    Batch {
+        /// The nice value.
+        nice: i32,
+    },
+    /// `SCHED_IDLE`: runs only when the CPU would otherwise idle (the nice
+    /// value does not apply).
+    Idle,
+    /// `SCHED_FIFO`: real-time, runs until it blocks or yields, at a
+    /// priority from 1 to 99.
+    Fifo {
+        /// The real-time priority.
+        priority: u32,
+    },
+    /// `SCHED_RR`: real-time as `Fifo`, but round-robin among threads of
+    /// the same priority.
+    RoundRobin {
+        /// The real-time priority.
+        priority: u32,
+    },
 }
 
 /// Spawns a thread with the default [`Builder`], as [`std::thread::spawn`].
@@ -209,6 +330,26 @@ impl<T> JoinHandle<T> {
     /// ```
     pub fn thread(&self) -> &std::thread::Thread {
         self.running.thread()
+    }
+
+    /// The thread's pidfd, if it was spawned with [`Builder::pidfd`]:
+    /// readable (`POLLIN`) once the thread has exited, so that an event
+    /// loop (`epoll`, mio, tokio's `AsyncFd`) can await the join without
+    /// a blocked thread; `join` after that does not block. Closed when the
+    /// handle is joined or dropped. `examples/epoll_join.rs` waits on one.
+    ///
+    /// ```
+    /// use std::os::fd::AsRawFd;
+    /// let handle = rawthread::Builder::new().pidfd(true).spawn(|| ()).unwrap();
+    /// let fd = handle.pidfd().expect("asked for").as_raw_fd();
+    /// // The kernel's own account of whose pidfd it is: this thread's tid.
+    /// let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
+    /// assert!(info.lines().any(|line| line == format!("Pid:\t{}", handle.tid())));
+    /// handle.join().unwrap();
+    /// assert!(rawthread::spawn(|| ()).pidfd().is_none());
+    /// ```
+    pub fn pidfd(&self) -> Option<BorrowedFd<'_>> {
+        self.running.pidfd()
     }
 
     /// The thread's kernel thread id (as `gettid()` returns in it).

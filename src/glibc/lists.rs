@@ -144,7 +144,7 @@ impl Drop for Held<'_> {
     /// Releases the lock as glibc's `lll_unlock` does.
     fn drop(&mut self) {
         if self.0.swap(0, Ordering::Release) == 2 {
-            sys::futex_wake_private(self.0);
+            sys::futex_wake_private(self.0, 1);
         }
     }
 }
