@@ -12,7 +12,7 @@ fn row(name: &str, r: &Range<usize>, what: &str) {
     println!("  {:#014x}..{:#014x}  {:>9} B  {name:<11} {what}", r.start, r.end, r.end - r.start);
 }
 
-fn main() {
+pub fn main() {
     let (tx, rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let handle = rawthread::Builder::new()

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 static SHARED: AtomicU32 = AtomicU32::new(0);
 
-fn main() -> std::io::Result<()> {
+pub fn main() -> std::io::Result<()> {
     // SAFETY: getpid/gettid have no preconditions.
     let (pid, tid) = unsafe { (libc::getpid(), libc::gettid()) };
     println!("parent: pid {pid}, tid {tid}");

@@ -35,16 +35,31 @@ pub const THREAD_CLONE_FLAGS: [(&str, u64); 9] = [
     ("CLONE_CHILD_CLEARTID", libc::CLONE_CHILD_CLEARTID as u64),
 ];
 
-/// [`THREAD_CLONE_FLAGS`] as one mask.
-pub(crate) const THREAD_FLAGS: u64 = {
+/// The flags of a [`crate::process`] child, by name: no `CLONE_VM` (its
+/// memory is a copy-on-write copy), nothing shared but what `fork()` shares.
+/// Its exit signal is `SIGCHLD`; where `clone3` is refused, the legacy
+/// `clone` is called without `CLONE_PIDFD`.
+pub const PROCESS_CLONE_FLAGS: [(&str, u64); 1] = [
+    // A pidfd to wait on: race-free, unlike a pid that may be reused.
+    ("CLONE_PIDFD", libc::CLONE_PIDFD as u64),
+];
+
+/// Named flags as one mask.
+const fn mask(flags: &[(&str, u64)]) -> u64 {
     let mut mask = 0;
     let mut i = 0;
-    while i < THREAD_CLONE_FLAGS.len() {
-        mask |= THREAD_CLONE_FLAGS[i].1;
+    while i < flags.len() {
+        mask |= flags[i].1;
         i += 1;
     }
     mask
-};
+}
+
+/// [`THREAD_CLONE_FLAGS`] as one mask.
+pub(crate) const THREAD_FLAGS: u64 = mask(&THREAD_CLONE_FLAGS);
+
+/// [`PROCESS_CLONE_FLAGS`] as one mask.
+pub(crate) const PROCESS_FLAGS: u64 = mask(&PROCESS_CLONE_FLAGS);
 
 /// What we learned about `clone3`: unknown until the first call answers.
 const CLONE3_UNKNOWN: u8 = 0;

@@ -107,7 +107,7 @@ mod scope;
 mod sys;
 mod thread;
 
-pub use clone::{THREAD_CLONE_FLAGS, uses_clone3};
+pub use clone::{PROCESS_CLONE_FLAGS, THREAD_CLONE_FLAGS, uses_clone3};
 pub use pool::{PoolLimits, pool_limits, set_pool_limits};
 pub use region::ThreadLayout;
 pub use scope::{Scope, ScopedJoinHandle, scope};

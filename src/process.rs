@@ -82,8 +82,7 @@ impl Builder {
         });
         let mut pidfd: c_int = -1;
         let request = clone::CloneRequest {
-            // A pidfd to wait on: race-free, unlike a pid that may be reused.
-            flags: libc::CLONE_PIDFD as u64,
+            flags: clone::PROCESS_FLAGS,
             // A process: the parent is told of its end by SIGCHLD, and it
             // runs on a copy-on-write copy of this stack.
             exit_signal: libc::SIGCHLD as u64,

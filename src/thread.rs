@@ -336,7 +336,9 @@ impl<T> JoinHandle<T> {
     /// readable (`POLLIN`) once the thread has exited, so that an event
     /// loop (`epoll`, mio, tokio's `AsyncFd`) can await the join without
     /// a blocked thread; `join` after that does not block. Closed when the
-    /// handle is joined or dropped. `examples/epoll_join.rs` waits on one.
+    /// handle is joined or dropped: take it out of an epoll set first, as
+    /// closing removes it only if no copy of the fd lives on (in a process
+    /// forked meanwhile). `examples/epoll_join.rs` waits on several.
     ///
     /// ```
     /// use std::os::fd::AsRawFd;
