@@ -67,3 +67,52 @@ fn docs_point_at_nothing_outside_the_repository() {
         }
     }
 }
+
+/// The public items declared in `file`'s text (functions, types, constants,
+/// modules: what `pub` without a restriction opens), each with the doc
+/// comment above it (attributes skipped), by line number.
+fn public_items(text: &str) -> Vec<(usize, String, String)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let kinds = ["pub fn ", "pub unsafe fn ", "pub const fn ", "pub struct ", "pub enum ", "pub const ", "pub static "];
+    let mut items = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let code = line.trim_start();
+        if !kinds.iter().any(|k| code.starts_with(k)) {
+            continue;
+        }
+        let mut doc = Vec::new();
+        for above in lines[..i].iter().rev().map(|l| l.trim_start()) {
+            if let Some(d) = above.strip_prefix("///") {
+                doc.push(d);
+            } else if !above.starts_with("#[") {
+                break;
+            }
+        }
+        doc.reverse();
+        items.push((i + 1, code.to_string(), doc.join("\n")));
+    }
+    items
+}
+
+#[test]
+fn every_public_item_has_an_example() {
+    let mut missing = Vec::new();
+    let mut seen = 0;
+    for dir in ["src", "src/glibc"] {
+        for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let file = path.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap().display().to_string();
+            for (line, item, doc) in public_items(&read(&file)) {
+                seen += 1;
+                if !doc.contains("```") {
+                    missing.push(format!("{file}:{line}: {item}"));
+                }
+            }
+        }
+    }
+    assert!(seen > 30, "found only {seen} public items");
+    assert!(missing.is_empty(), "public items without a doc example:\n{}", missing.join("\n"));
+}
