@@ -19,6 +19,15 @@ use crate::{clone, join, sys};
 
 /// CLOCK_MONOTONIC in nanoseconds: the benchmark's one clock, which the
 /// floor thread (with no TLS of its own) can read too.
+///
+/// ```
+/// let before = rawthread::bench::now_ns();
+/// let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+/// // SAFETY: a valid timespec.
+/// unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+/// let monotonic = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+/// assert!(before <= monotonic && monotonic <= rawthread::bench::now_ns()); // the same clock
+/// ```
 pub fn now_ns() -> u64 {
     sys::now_ns()
 }
@@ -27,6 +36,14 @@ pub fn now_ns() -> u64 {
 /// spawn+join: `pairs` times, a thread block is put on the list and taken
 /// off again under glibc's lock, as a spawn and the thread's exit do.
 /// Returns nanoseconds per pair.
+///
+/// ```
+/// let ns = rawthread::bench::thread_list_cost(1000)?;
+/// assert!(ns.is_finite() && ns >= 0.0);
+/// // The list is as it was: threads of both kinds still come and go.
+/// assert_eq!(rawthread::spawn(|| 1).join().unwrap() + std::thread::spawn(|| 2).join().unwrap(), 3);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub fn thread_list_cost(pairs: u32) -> io::Result<f64> {
     let glibc = glibc::get()?;
     let block =
@@ -46,6 +63,20 @@ pub fn thread_list_cost(pairs: u32) -> io::Result<f64> {
 
 /// A reusable 64 KiB stack and the tid word of the one floor thread that
 /// may run on it at a time. Dropping it joins that thread first.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// static STAMPS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+/// let mut floor = rawthread::bench::KernelFloor::new()?;
+/// for stamp in &STAMPS {
+///     // SAFETY: no signal is sent here and the floor thread does not fault: no handler runs on its TLS.
+///     unsafe { floor.spawn(stamp)? };
+///     floor.join(); // the stack is free for the next one
+/// }
+/// let [first, second] = STAMPS.each_ref().map(|stamp| stamp.load(Ordering::Acquire));
+/// assert!(0 < first && first <= second); // one after the other, on the one stack
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct KernelFloor {
     stack: MmapMut,
     tid: Box<AtomicI32>,
@@ -60,6 +91,18 @@ unsafe extern "C" fn floor_main(stamp: *mut libc::c_void) -> ! {
 
 impl KernelFloor {
     /// Maps the stack.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// static A: AtomicU64 = AtomicU64::new(0);
+    /// static B: AtomicU64 = AtomicU64::new(0);
+    /// let (mut a, mut b) = (rawthread::bench::KernelFloor::new()?, rawthread::bench::KernelFloor::new()?);
+    /// // SAFETY: no signal is sent here and the floor threads do not fault: no handler runs on their TLS.
+    /// unsafe { a.spawn(&A).and_then(|()| b.spawn(&B))? }; // two at once, each on its own stack
+    /// drop((a, b)); // dropping joins
+    /// assert!(A.load(Ordering::Acquire) != 0 && B.load(Ordering::Acquire) != 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn new() -> io::Result<KernelFloor> {
         Ok(KernelFloor {
             stack: MmapOptions::new().len(64 << 10).stack().map_anon()?,
@@ -77,6 +120,19 @@ impl KernelFloor {
     /// caller's thread owns) may run on it, so the caller must keep every
     /// signal with such a handler blocked or away from the process until
     /// [`KernelFloor::join`] returns.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// static STAMP: AtomicU64 = AtomicU64::new(0);
+    /// let mut floor = rawthread::bench::KernelFloor::new()?;
+    /// let before = rawthread::bench::now_ns();
+    /// // SAFETY: no signal is sent here and the floor thread does not fault: no handler runs on its TLS.
+    /// unsafe { floor.spawn(&STAMP)? };
+    /// floor.join();
+    /// let stamp = STAMP.load(Ordering::Acquire);
+    /// assert!(before <= stamp && stamp <= rawthread::bench::now_ns()); // stamped while it ran
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub unsafe fn spawn(&mut self, stamp: &'static AtomicU64) -> io::Result<()> {
         assert_eq!(self.tid.load(Ordering::Acquire), 0, "join the floor thread before the next spawn");
         let low = self.stack.as_mut_ptr() as usize;
@@ -100,6 +156,17 @@ impl KernelFloor {
     }
 
     /// Waits until the floor thread has exited.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// static STAMP: AtomicU64 = AtomicU64::new(0);
+    /// let mut floor = rawthread::bench::KernelFloor::new()?;
+    /// // SAFETY: no signal is sent here and the floor thread does not fault: no handler runs on its TLS.
+    /// unsafe { floor.spawn(&STAMP)? };
+    /// floor.join();
+    /// assert_ne!(STAMP.load(Ordering::Acquire), 0); // it stamped before it exited
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn join(&self) {
         join::wait_for_exit(&self.tid);
     }

@@ -13,6 +13,13 @@ use crate::sys::{self, CloneArgs};
 /// The flags of every rawthread thread, by name: the set glibc's
 /// `pthread_create` uses, so the kernel treats the thread exactly as it
 /// treats a pthread.
+///
+/// ```
+/// let mask = rawthread::THREAD_CLONE_FLAGS.iter().fold(0, |mask, &(_, flag)| mask | flag);
+/// assert_eq!(mask.count_ones() as usize, rawthread::THREAD_CLONE_FLAGS.len()); // one bit each
+/// assert_ne!(mask & libc::CLONE_VM as u64, 0); // one address space: a thread
+/// assert_ne!(mask & libc::CLONE_THREAD as u64, 0); // one thread group: the same pid
+/// ```
 pub const THREAD_CLONE_FLAGS: [(&str, u64); 9] = [
     // Share the address space: this is what makes it a thread.
     ("CLONE_VM", libc::CLONE_VM as u64),
@@ -39,6 +46,12 @@ pub const THREAD_CLONE_FLAGS: [(&str, u64); 9] = [
 /// memory is a copy-on-write copy), nothing shared but what `fork()` shares.
 /// Its exit signal is `SIGCHLD`; where `clone3` is refused, the legacy
 /// `clone` is called without `CLONE_PIDFD`.
+///
+/// ```
+/// assert_eq!(rawthread::PROCESS_CLONE_FLAGS.map(|(name, _)| name), ["CLONE_PIDFD"]);
+/// let mask = rawthread::PROCESS_CLONE_FLAGS.iter().fold(0, |mask, &(_, flag)| mask | flag);
+/// assert_eq!(mask & libc::CLONE_VM as u64, 0); // its own (copied) memory
+/// ```
 pub const PROCESS_CLONE_FLAGS: [(&str, u64); 1] = [
     // A pidfd to wait on: race-free, unlike a pid that may be reused.
     ("CLONE_PIDFD", libc::CLONE_PIDFD as u64),
@@ -69,6 +82,17 @@ static CLONE3: AtomicU8 = AtomicU8::new(CLONE3_UNKNOWN);
 
 /// Whether thread creation goes through `clone3` (as opposed to the legacy
 /// `clone` fallback). `None` before the first spawn.
+///
+/// ```
+/// rawthread::spawn(|| ()).join().unwrap();
+/// let clone3 = rawthread::uses_clone3();
+/// assert!(clone3.is_some()); // the first spawn found out
+/// // Only clone3 gives a process child its pidfd.
+/// let mut child = rawthread::process::spawn(|| 0)?;
+/// assert_eq!(child.pidfd().is_some(), clone3 == Some(true));
+/// child.wait()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub fn uses_clone3() -> Option<bool> {
     match CLONE3.load(Ordering::Relaxed) {
         CLONE3_WORKS => Some(true),

@@ -20,6 +20,19 @@ use crate::region::Plan;
 
 /// Bounds on the regions kept for reuse. Set them with [`set_pool_limits`];
 /// `PoolLimits { regions: 0, bytes: 0 }` turns reuse off.
+///
+/// ```
+/// use rawthread::{Builder, PoolLimits};
+/// let old = rawthread::set_pool_limits(PoolLimits { regions: 4, bytes: 4 << 20 });
+/// let first = Builder::new().stack_size(64 << 10).spawn(|| ())?;
+/// let region = first.layout().region;
+/// first.join().unwrap(); // its region goes to the pool...
+/// let second = Builder::new().stack_size(64 << 10).spawn(|| ())?;
+/// assert_eq!(second.layout().region, region); // ...and the next thread gets it
+/// second.join().unwrap();
+/// rawthread::set_pool_limits(old);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolLimits {
     /// The most regions kept (default 256).
@@ -32,6 +45,12 @@ pub struct PoolLimits {
 
 impl PoolLimits {
     /// 256 regions, 40 MiB.
+    ///
+    /// ```
+    /// use rawthread::PoolLimits;
+    /// assert_eq!(PoolLimits::DEFAULT, PoolLimits { regions: 256, bytes: 40 << 20 });
+    /// assert_eq!(PoolLimits::default(), PoolLimits::DEFAULT);
+    /// ```
     pub const DEFAULT: PoolLimits = PoolLimits { regions: 256, bytes: 40 << 20 };
 }
 
@@ -63,6 +82,20 @@ fn finished(block: &Block) -> bool {
 /// running their `thread_local!` destructors) are waited for, so that when
 /// this returns every region beyond the new bounds is unmapped:
 /// `PoolLimits { regions: 0, bytes: 0 }` gives back all of them.
+///
+/// ```
+/// use rawthread::PoolLimits;
+/// let handle = rawthread::Builder::new().stack_size(64 << 10).spawn(|| ())?;
+/// let region = handle.layout().region;
+/// handle.join().unwrap();
+/// // SAFETY: msync with MS_ASYNC only checks that the (page-aligned) range is mapped.
+/// let mapped = || unsafe { libc::msync(region.start as *mut libc::c_void, region.len(), libc::MS_ASYNC) } == 0;
+/// assert!(mapped()); // kept in the pool
+/// let old = rawthread::set_pool_limits(PoolLimits { regions: 0, bytes: 0 });
+/// assert!(!mapped()); // given back before set_pool_limits returned
+/// assert_eq!(rawthread::set_pool_limits(old), PoolLimits { regions: 0, bytes: 0 });
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub fn set_pool_limits(limits: PoolLimits) -> PoolLimits {
     let mut pool = lock();
     let old = std::mem::replace(&mut pool.limits, limits);
@@ -79,6 +112,15 @@ pub fn set_pool_limits(limits: PoolLimits) -> PoolLimits {
 }
 
 /// The pool's current bounds.
+///
+/// ```
+/// use rawthread::PoolLimits;
+/// let small = PoolLimits { regions: 2, bytes: 1 << 20 };
+/// let old = rawthread::set_pool_limits(small);
+/// assert_eq!(rawthread::pool_limits(), small);
+/// rawthread::set_pool_limits(old);
+/// assert_eq!(rawthread::pool_limits(), old);
+/// ```
 pub fn pool_limits() -> PoolLimits {
     lock().limits
 }

@@ -31,6 +31,12 @@ use crate::clone;
 use crate::glibc::{self, Glibc};
 
 /// Process factory: options for the new process, then [`Builder::spawn`].
+///
+/// ```
+/// let mut child = rawthread::process::Builder::new().process_group(0).spawn(|| 3)?;
+/// assert_eq!(child.wait()?.code(), Some(3));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, Default)]
 #[must_use = "must eventually spawn the process"]
 pub struct Builder {
@@ -41,6 +47,16 @@ pub struct Builder {
 impl Builder {
     /// A builder with no options: the child stays in this session and
     /// process group.
+    ///
+    /// ```
+    /// // SAFETY: getsid and getpgid have no preconditions.
+    /// let (sid, pgid) = unsafe { (libc::getsid(0), libc::getpgid(0)) };
+    /// let mut child = rawthread::process::Builder::new()
+    ///     // SAFETY: as above, in the child.
+    ///     .spawn(move || i32::from(unsafe { libc::getsid(0) == sid && libc::getpgid(0) == pgid }))?;
+    /// assert_eq!(child.wait()?.code(), Some(1));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn new() -> Builder {
         Builder::default()
     }
@@ -48,6 +64,15 @@ impl Builder {
     /// Makes the child the leader of a new session (and of a new process
     /// group in it), with no controlling terminal: `setsid()` in the child.
     /// Takes precedence over [`Builder::process_group`].
+    ///
+    /// ```
+    /// let mut child = rawthread::process::Builder::new()
+    ///     .setsid(true)
+    ///     // SAFETY: getsid and getpid have no preconditions.
+    ///     .spawn(|| i32::from(unsafe { libc::getsid(0) == libc::getpid() }))?;
+    /// assert_eq!(child.wait()?.code(), Some(1)); // it leads its own session
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn setsid(mut self, setsid: bool) -> Builder {
         self.setsid = setsid;
         self
@@ -55,6 +80,15 @@ impl Builder {
 
     /// Puts the child in process group `pgid`, or in a new group it leads
     /// if `pgid` is 0: `setpgid(0, pgid)` in the child.
+    ///
+    /// ```
+    /// let mut child = rawthread::process::Builder::new()
+    ///     .process_group(0)
+    ///     // SAFETY: getpgid and getpid have no preconditions.
+    ///     .spawn(|| i32::from(unsafe { libc::getpgid(0) == libc::getpid() }))?;
+    /// assert_eq!(child.wait()?.code(), Some(1)); // it leads a new group
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn process_group(mut self, pgid: pid_t) -> Builder {
         self.process_group = Some(pgid);
         self
@@ -65,6 +99,15 @@ impl Builder {
     /// Errors carry the kernel's errno: `EAGAIN` at a process limit,
     /// `EPERM` if `setsid`/`setpgid` failed in the child (which then exits
     /// without running `f`).
+    ///
+    /// ```
+    /// let mut child = rawthread::process::Builder::new().spawn(|| 3)?;
+    /// assert_eq!(child.wait()?.code(), Some(3));
+    /// // No process group has a pid beyond the kernel's pid_max (at most 2^22).
+    /// let err = rawthread::process::Builder::new().process_group(i32::MAX).spawn(|| 0).unwrap_err();
+    /// assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn spawn<F>(self, f: F) -> io::Result<Child>
     where
         F: FnOnce() -> i32,
@@ -130,6 +173,17 @@ impl Builder {
 }
 
 /// Runs `f` in a new process with the default [`Builder`].
+///
+/// ```
+/// let mut x = 1;
+/// let mut child = rawthread::process::spawn(|| {
+///     x += 1;
+///     x
+/// })?;
+/// assert_eq!(child.wait()?.code(), Some(2));
+/// assert_eq!(x, 1); // the child changed its own copy
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub fn spawn<F>(f: F) -> io::Result<Child>
 where
     F: FnOnce() -> i32,
@@ -192,6 +246,14 @@ unsafe extern "C" fn process_main<F: FnOnce() -> i32>(start: *mut c_void) -> ! {
 
 /// A process made by [`spawn`]. Like [`std::process::Child`], dropping it
 /// neither waits for nor kills the process.
+///
+/// ```
+/// let mut children: Vec<_> = (0..3).map(|i| rawthread::process::spawn(move || i)).collect::<Result<_, _>>()?;
+/// for (i, child) in children.iter_mut().enumerate() {
+///     assert_eq!(child.wait()?.code(), Some(i as i32));
+/// }
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Child {
     pid: pid_t,
@@ -201,18 +263,53 @@ pub struct Child {
 
 impl Child {
     /// The child's process id.
+    ///
+    /// ```
+    /// use std::os::unix::process::ExitStatusExt;
+    /// let mut child = rawthread::process::spawn(|| -> i32 {
+    ///     loop {
+    ///         // SAFETY: pause has no preconditions.
+    ///         unsafe { libc::pause() };
+    ///     }
+    /// })?;
+    /// // SAFETY: our own child, not yet waited for.
+    /// assert_eq!(unsafe { libc::kill(child.pid(), libc::SIGKILL) }, 0);
+    /// assert_eq!(child.wait()?.signal(), Some(libc::SIGKILL));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn pid(&self) -> pid_t {
         self.pid
     }
 
     /// The pidfd from `CLONE_PIDFD` (`None` where the legacy `clone` was
     /// used): pollable, readable when the process has exited.
+    ///
+    /// ```
+    /// use std::os::fd::AsRawFd;
+    /// let mut child = rawthread::process::spawn(|| 5)?;
+    /// if let Some(fd) = child.pidfd() {
+    ///     let mut poll = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    ///     // SAFETY: one valid pollfd.
+    ///     assert_eq!(unsafe { libc::poll(&mut poll, 1, 600_000) }, 1); // the child exited
+    /// }
+    /// assert_eq!(child.wait()?.code(), Some(5));
+    /// assert!(child.pidfd().is_none()); // closed once waited for
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn pidfd(&self) -> Option<BorrowedFd<'_>> {
         self.pidfd.as_ref().map(|fd| fd.as_fd())
     }
 
     /// Waits for the process to exit (through its pidfd if it has one) and
     /// returns its status; later calls return the same status.
+    ///
+    /// ```
+    /// let mut child = rawthread::process::spawn(|| 9)?;
+    /// let status = child.wait()?;
+    /// assert_eq!(status.code(), Some(9));
+    /// assert_eq!(child.wait()?, status); // reaped once, the same status again
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn wait(&mut self) -> io::Result<ExitStatus> {
         if let Some(status) = self.status {
             return Ok(status);

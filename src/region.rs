@@ -17,6 +17,17 @@ use crate::lazy::LazyUsize;
 /// Where a thread's pieces lie in its region: addresses in this process,
 /// low to high, as drawn beside `Plan::new` in `src/region.rs`. For people studying how a
 /// thread is made (see `examples/anatomy.rs`).
+///
+/// ```
+/// let handle = rawthread::spawn(|| {
+///     let local = 0u8;
+///     std::hint::black_box(&local) as *const u8 as usize
+/// });
+/// let layout = handle.layout();
+/// assert!(layout.stack.contains(&handle.join().unwrap())); // the local lived on the stack
+/// assert_eq!(layout.guard.end, layout.stack.start); // the guard lies right under it
+/// assert!(layout.region.start <= layout.altstack_guard.start && layout.tcb.end <= layout.region.end);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ThreadLayout {
     /// The whole mapping.

@@ -22,6 +22,15 @@ struct ScopeData {
 }
 
 /// A scope to spawn scoped threads in, as [`std::thread::Scope`].
+///
+/// ```
+/// let (mut evens, mut odds) = (Vec::new(), Vec::new());
+/// rawthread::scope(|s| {
+///     s.spawn(|| evens.extend((0..10).filter(|n| n % 2 == 0)));
+///     s.spawn(|| odds.extend((0..10).filter(|n| n % 2 == 1)));
+/// });
+/// assert_eq!((evens.len(), odds.len()), (5, 5));
+/// ```
 pub struct Scope<'scope, 'env: 'scope> {
     data: Arc<ScopeData>,
     /// Invariance over 'scope, as std: a scope cannot be shrunk or grown.
@@ -39,6 +48,17 @@ pub struct Scope<'scope, 'env: 'scope> {
 /// # Panics
 /// If `f` panicked (its panic resumes), or if any thread whose handle was
 /// not joined panicked ("a scoped thread panicked").
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// let done = AtomicUsize::new(0);
+/// rawthread::scope(|s| {
+///     for _ in 0..3 {
+///         s.spawn(|| done.fetch_add(1, Ordering::Relaxed)); // handle dropped
+///     }
+/// });
+/// assert_eq!(done.into_inner(), 3); // every thread ran before `scope` returned
+/// ```
 #[track_caller]
 pub fn scope<'env, F, T>(f: F) -> T
 where
@@ -86,6 +106,17 @@ impl<'scope> Scope<'scope, '_> {
     /// # Panics
     /// If the thread cannot be created; [`crate::Builder::spawn_scoped`]
     /// returns the error.
+    ///
+    /// ```
+    /// let data = [1, 2, 3, 4, 5, 6];
+    /// let (left, right) = data.split_at(3);
+    /// let sum = rawthread::scope(|s| {
+    ///     let l = s.spawn(|| left.iter().sum::<i32>());
+    ///     let r = s.spawn(|| right.iter().sum::<i32>());
+    ///     l.join().unwrap() + r.join().unwrap()
+    /// });
+    /// assert_eq!(sum, 21);
+    /// ```
     pub fn spawn<F, T>(&'scope self, f: F) -> ScopedJoinHandle<'scope, T>
     where
         F: FnOnce() -> T + Send + 'scope,
@@ -120,6 +151,16 @@ where
 
 /// An owned permission to join a scoped thread, as
 /// [`std::thread::ScopedJoinHandle`].
+///
+/// ```
+/// let words = ["a", "bbb", "cc"];
+/// let longest = rawthread::scope(|s| {
+///     let handle: rawthread::ScopedJoinHandle<'_, &str> =
+///         s.spawn(|| words.iter().copied().max_by_key(|w| w.len()).unwrap());
+///     handle.join().unwrap() // a result borrowed from outside the scope
+/// });
+/// assert_eq!(longest, "bbb");
+/// ```
 pub struct ScopedJoinHandle<'scope, T> {
     /// `None` only once joined.
     running: Option<Running>,
@@ -133,6 +174,14 @@ unsafe impl<T> Sync for ScopedJoinHandle<'_, T> {}
 
 impl<T> ScopedJoinHandle<'_, T> {
     /// Waits for the thread and returns its result or panic payload.
+    ///
+    /// ```
+    /// rawthread::scope(|s| {
+    ///     assert_eq!(s.spawn(|| 6 * 7).join().unwrap(), 42);
+    ///     let payload = s.spawn(|| -> i32 { panic!("boom") }).join().unwrap_err();
+    ///     assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom"));
+    /// }); // the panic was joined, so `scope` does not panic
+    /// ```
     pub fn join(mut self) -> Result<T> {
         let running = self.running.take().expect("joined once");
         // SAFETY: spawned with result type T.
@@ -140,11 +189,32 @@ impl<T> ScopedJoinHandle<'_, T> {
     }
 
     /// Whether the thread has exited.
+    ///
+    /// ```
+    /// let (go, wait) = std::sync::mpsc::channel::<()>();
+    /// rawthread::scope(|s| {
+    ///     let handle = s.spawn(move || wait.recv().unwrap());
+    ///     assert!(!handle.is_finished()); // blocked until `go`
+    ///     go.send(()).unwrap();
+    ///     while !handle.is_finished() {
+    ///         std::thread::yield_now();
+    ///     }
+    /// });
+    /// ```
     pub fn is_finished(&self) -> bool {
         self.running.as_ref().is_some_and(Running::is_finished)
     }
 
     /// The thread's kernel thread id.
+    ///
+    /// ```
+    /// rawthread::scope(|s| {
+    ///     // SAFETY: gettid has no preconditions.
+    ///     let handle = s.spawn(|| unsafe { libc::gettid() });
+    ///     let tid = handle.tid();
+    ///     assert_eq!(handle.join().unwrap(), tid);
+    /// });
+    /// ```
     pub fn tid(&self) -> libc::pid_t {
         self.running.as_ref().map_or(0, Running::tid)
     }

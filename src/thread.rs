@@ -13,6 +13,12 @@ use crate::region::ThreadLayout;
 use crate::scope::{self, Scope, ScopedJoinHandle};
 
 /// Thread factory, as [`std::thread::Builder`], plus [`Builder::guard_size`].
+///
+/// ```
+/// let handle = rawthread::Builder::new().name("worker".into()).stack_size(64 << 10).spawn(|| 6 * 7)?;
+/// assert_eq!(handle.join().unwrap(), 42);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, Default)]
 #[must_use = "must eventually spawn the thread"]
 pub struct Builder {
@@ -22,12 +28,35 @@ pub struct Builder {
 impl Builder {
     /// A builder with the defaults: unnamed, a 2 MiB stack (or
     /// `RUST_MIN_STACK`), a one-page guard.
+    ///
+    /// ```
+    /// let handle = rawthread::Builder::new().spawn(|| ())?;
+    /// let layout = handle.layout();
+    /// // SAFETY: sysconf has no preconditions.
+    /// let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    /// assert_eq!(layout.guard.len(), page);
+    /// if std::env::var_os("RUST_MIN_STACK").is_none() {
+    ///     assert!(layout.stack.len() >= 2 << 20);
+    /// }
+    /// handle.join().unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn new() -> Builder {
         Builder::default()
     }
 
     /// Names the thread. The kernel shows the first 15 bytes in
     /// `/proc/self/task/<tid>/comm` (and so `ps`, `top`, gdb).
+    ///
+    /// ```
+    /// let comm = rawthread::Builder::new()
+    ///     .name("a-rather-long-thread-name".into())
+    ///     .spawn(|| std::fs::read_to_string("/proc/thread-self/comm"))?
+    ///     .join()
+    ///     .unwrap()?;
+    /// assert_eq!(comm, "a-rather-long-t\n"); // the first 15 bytes
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn name(mut self, name: String) -> Builder {
         self.options.name = Some(name);
         self
@@ -36,6 +65,17 @@ impl Builder {
     /// The stack size in bytes, rounded up to whole pages and raised to at
     /// least `PTHREAD_STACK_MIN`. TLS and the thread control block are
     /// placed above the stack and do not use it up.
+    ///
+    /// ```
+    /// let handle = rawthread::Builder::new().stack_size(100_000).spawn(|| ())?;
+    /// assert!(handle.layout().stack.len() >= 100_000);
+    /// let tiny = rawthread::Builder::new().stack_size(1).spawn(|| ())?;
+    /// assert!(tiny.layout().stack.len() >= libc::PTHREAD_STACK_MIN); // raised to the minimum
+    /// assert!(tiny.layout().static_tls.start >= tiny.layout().stack.end); // TLS lies above the stack
+    /// handle.join().unwrap();
+    /// tiny.join().unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn stack_size(mut self, size: usize) -> Builder {
         self.options.stack_size = Some(size);
         self
@@ -43,6 +83,19 @@ impl Builder {
 
     /// The `PROT_NONE` guard below the stack, rounded up to whole pages
     /// (default one page; 0 for none).
+    ///
+    /// ```
+    /// // SAFETY: sysconf has no preconditions.
+    /// let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    /// let three = rawthread::Builder::new().guard_size(2 * page + 1).spawn(|| ())?;
+    /// assert_eq!(three.layout().guard.len(), 3 * page);
+    /// assert_eq!(three.layout().guard.end, three.layout().stack.start);
+    /// let none = rawthread::Builder::new().guard_size(0).spawn(|| ())?;
+    /// assert!(none.layout().guard.is_empty());
+    /// three.join().unwrap();
+    /// none.join().unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn guard_size(mut self, size: usize) -> Builder {
         self.options.guard_size = Some(size);
         self
@@ -167,6 +220,17 @@ impl Builder {
     /// lacks what rawthread needs; the kernel's refusal of an affinity, a
     /// scheduling policy or a pidfd. A failed spawn frees everything it
     /// made, and drops `f` without running it.
+    ///
+    /// ```
+    /// let handle = rawthread::Builder::new().spawn(|| "ran")?;
+    /// assert_eq!(handle.join().unwrap(), "ran");
+    /// let token = std::sync::Arc::new(());
+    /// let held = token.clone();
+    /// let err = rawthread::Builder::new().name("nul\0".into()).spawn(move || drop(held)).unwrap_err();
+    /// assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+    /// assert_eq!(std::sync::Arc::strong_count(&token), 1); // the closure was dropped unrun
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn spawn<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -203,6 +267,18 @@ impl Builder {
 
     /// Spawns a scoped thread with this builder's settings, as
     /// [`std::thread::Builder::spawn_scoped`].
+    ///
+    /// ```
+    /// let mut counts = [0; 2];
+    /// rawthread::scope(|s| {
+    ///     for (i, count) in counts.iter_mut().enumerate() {
+    ///         rawthread::Builder::new().name(format!("counter-{i}")).spawn_scoped(s, || *count += 1)?;
+    ///     }
+    ///     Ok::<(), std::io::Error>(())
+    /// })?;
+    /// assert_eq!(counts, [1, 1]);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn spawn_scoped<'scope, 'env, F, T>(
         self,
         scope: &'scope Scope<'scope, 'env>,
@@ -221,6 +297,15 @@ impl Builder {
 const MAX_CPUS: usize = 8192;
 
 /// A scheduling policy for [`Builder::scheduling`] (`sched(7)`).
+///
+/// ```
+/// let handle = rawthread::Builder::new()
+///     .scheduling(rawthread::Scheduling::Idle)
+///     // SAFETY: sched_getscheduler has no preconditions.
+///     .spawn(|| unsafe { libc::sched_getscheduler(0) })?;
+/// assert_eq!(handle.join().unwrap(), libc::SCHED_IDLE);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scheduling {
     /// `SCHED_OTHER`, the default time-sharing policy, at a nice value
@@ -256,6 +341,15 @@ pub enum Scheduling {
 ///
 /// # Panics
 /// If the thread cannot be created; [`Builder::spawn`] returns the error.
+///
+/// ```
+/// // SAFETY: getpid and gettid have no preconditions.
+/// let handle = rawthread::spawn(|| unsafe { (libc::getpid(), libc::gettid()) });
+/// let (pid, tid) = handle.join().unwrap();
+/// assert_eq!(pid as u32, std::process::id()); // a thread of this process...
+/// // SAFETY: as above.
+/// assert_ne!(tid, unsafe { libc::gettid() }); // ...but not this thread
+/// ```
 pub fn spawn<F, T>(f: F) -> JoinHandle<T>
 where
     F: FnOnce() -> T + Send + 'static,
@@ -266,6 +360,12 @@ where
 
 /// An owned permission to join a thread, as [`std::thread::JoinHandle`].
 /// Dropping it detaches the thread.
+///
+/// ```
+/// let (tx, rx) = std::sync::mpsc::channel();
+/// drop(rawthread::spawn(move || tx.send(7).unwrap())); // detached, still running
+/// assert_eq!(rx.recv().unwrap(), 7);
+/// ```
 pub struct JoinHandle<T> {
     running: Running,
     _result: PhantomData<T>,
@@ -279,6 +379,12 @@ impl<T> JoinHandle<T> {
     /// Waits for the thread to finish and returns its result, or the panic
     /// payload if it panicked. When this returns the thread has exited:
     /// its `thread_local!` destructors have run.
+    ///
+    /// ```
+    /// assert_eq!(rawthread::spawn(|| 6 * 7).join().unwrap(), 42);
+    /// let payload = rawthread::spawn(|| -> i32 { panic!("boom") }).join().unwrap_err();
+    /// assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom"));
+    /// ```
     pub fn join(self) -> Result<T> {
         // SAFETY: `running` was spawned with result type T.
         unsafe { self.running.join() }
@@ -309,6 +415,17 @@ impl<T> JoinHandle<T> {
     }
 
     /// Whether the thread has exited (joining will not block).
+    ///
+    /// ```
+    /// let (go, wait) = std::sync::mpsc::channel::<()>();
+    /// let handle = rawthread::spawn(move || wait.recv().unwrap());
+    /// assert!(!handle.is_finished()); // blocked until `go`
+    /// go.send(()).unwrap();
+    /// while !handle.is_finished() {
+    ///     std::thread::yield_now();
+    /// }
+    /// handle.join().unwrap(); // does not block
+    /// ```
     pub fn is_finished(&self) -> bool {
         self.running.is_finished()
     }
@@ -342,11 +459,13 @@ impl<T> JoinHandle<T> {
     ///
     /// ```
     /// use std::os::fd::AsRawFd;
-    /// let handle = rawthread::Builder::new().pidfd(true).spawn(|| ()).unwrap();
+    /// let (go, wait) = std::sync::mpsc::channel::<()>();
+    /// let handle = rawthread::Builder::new().pidfd(true).spawn(move || wait.recv().unwrap()).unwrap();
     /// let fd = handle.pidfd().expect("asked for").as_raw_fd();
     /// // The kernel's own account of whose pidfd it is: this thread's tid.
     /// let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
     /// assert!(info.lines().any(|line| line == format!("Pid:\t{}", handle.tid())));
+    /// go.send(()).unwrap();
     /// handle.join().unwrap();
     /// assert!(rawthread::spawn(|| ()).pidfd().is_none());
     /// ```
@@ -355,11 +474,27 @@ impl<T> JoinHandle<T> {
     }
 
     /// The thread's kernel thread id (as `gettid()` returns in it).
+    ///
+    /// ```
+    /// // SAFETY: gettid has no preconditions.
+    /// let handle = rawthread::spawn(|| unsafe { libc::gettid() });
+    /// let tid = handle.tid();
+    /// assert_eq!(handle.join().unwrap(), tid);
+    /// ```
     pub fn tid(&self) -> libc::pid_t {
         self.running.tid()
     }
 
     /// Where the thread's guard, stack, TLS, TCB and tid word are.
+    ///
+    /// ```
+    /// // glibc's pthread_self() is the thread pointer: where the TCB starts.
+    /// // SAFETY: pthread_self has no preconditions.
+    /// let handle = rawthread::spawn(|| unsafe { libc::pthread_self() } as usize);
+    /// let layout = handle.layout();
+    /// assert_eq!(handle.join().unwrap(), layout.tcb.start);
+    /// assert!(layout.tcb.contains(&layout.tid_word));
+    /// ```
     pub fn layout(&self) -> ThreadLayout {
         self.running.layout()
     }
