@@ -108,16 +108,20 @@ impl Builder {
     /// take SIGSETXID.
     ///
     /// ```
-    /// // SAFETY (all three): a valid, initialised sigset_t.
+    /// // SAFETY: zeroed bytes are a valid sigset_t, which the calls fill.
     /// let mut mask: libc::sigset_t = unsafe { std::mem::zeroed() };
+    /// // SAFETY: a valid sigset_t.
     /// unsafe { libc::sigemptyset(&mut mask) };
+    /// // SAFETY: a valid sigset_t and signal.
     /// unsafe { libc::sigaddset(&mut mask, libc::SIGUSR1) };
     /// let blocked = rawthread::Builder::new()
     ///     .signal_mask(&mask)
     ///     .spawn(|| {
+    ///         // SAFETY: as above.
     ///         let mut now: libc::sigset_t = unsafe { std::mem::zeroed() };
-    ///         // SAFETY: reads the calling thread's mask.
+    ///         // SAFETY: reads the calling thread's mask into a valid set.
     ///         unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut now) };
+    ///         // SAFETY: a valid sigset_t and signal.
     ///         unsafe { libc::sigismember(&now, libc::SIGUSR1) == 1 }
     ///     })
     ///     .unwrap()
