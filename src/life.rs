@@ -267,12 +267,12 @@ where
                     pidfd
                 }
                 Some(Err(e)) => {
-                    // The child drops the closure and exits without running
-                    // it; the region is then free, untouched by user code.
+                    // The child exits without running any user code; once
+                    // it has, its record and region are ours again.
                     gate.set(CANCELLED);
                     join::wait_for_exit(block.tid_word());
-                    pool::put(block);
-                    return Err(e);
+                    // SAFETY: the child never read the start; it is gone.
+                    return unsafe { fail(record, block, e) };
                 }
             };
             Ok(Running {
@@ -286,17 +286,30 @@ where
             })
         }
         Err(e) => {
-            // No thread: off the list, then take the closure back to drop
-            // it here (with what it captured, and the latch); the untouched
-            // region goes back to the pool.
+            // No thread: off the list, and the closure back.
             // SAFETY: listed above; no thread ever ran on the block.
             unsafe { glibc::unlist(glibc, tp) };
             // SAFETY: written above and never read by anyone.
-            drop(unsafe { (*record).start.assume_init_read() });
-            pool::put(block);
-            Err(e)
+            unsafe { fail(record, block, e) }
         }
     }
+}
+
+/// Ends a spawn that failed after its record was written: takes the start
+/// (the closure, with what it captured, and the latch) out of the record,
+/// gives the untouched region back to the pool, then drops the closure
+/// here, as std drops a failed spawn's in its caller: a panic in that drop
+/// unwinds from `spawn`, with nothing left behind.
+///
+/// # Safety
+/// `record` is `block`'s record, written, its start read by no one, and
+/// no thread runs on the block.
+unsafe fn fail<F, T>(record: *mut Record<F, T>, block: Block, e: io::Error) -> io::Result<Running> {
+    // SAFETY: per the contract.
+    let start = unsafe { (*record).start.assume_init_read() };
+    pool::put(block);
+    drop(start);
+    Err(e)
 }
 
 /// What the creator does to a gated child, which waits at its gate until
@@ -503,29 +516,31 @@ where
     F: FnOnce() -> T,
 {
     let record = record.cast::<Record<F, T>>();
-    // SAFETY: written by the creator before clone; read exactly once.
-    let Start { f, glibc, tp, sigmask, name, guard, altstack, latch } = unsafe { (*record).start.assume_init_read() };
+    // SAFETY: written by the creator before clone; moved out only below,
+    // once the gate is open (or by the creator, after our exit).
+    let start = unsafe { (*record).start.assume_init_ref() };
+    let (glibc, tp) = (start.glibc, start.tp);
     // SAFETY: this is the thread `tp` belongs to, and this is its start.
     unsafe { glibc::enter(glibc, tp) };
-    overflow::enter(altstack, guard, name);
-    if name[0] != 0 {
-        sys::set_name(CStr::from_bytes_until_nul(&name).unwrap_or_default());
+    overflow::enter(start.altstack.clone(), start.guard.clone(), start.name);
+    if start.name[0] != 0 {
+        sys::set_name(CStr::from_bytes_until_nul(&start.name).unwrap_or_default());
     }
     // SAFETY: the header lives as long as the region, which outlives us.
     let header = unsafe { &(*record).header };
     if header.gate.wait() == CANCELLED {
-        // The spawn fails: what the closure captured goes with it, dropped
-        // here, and the creator waits for our exit before it returns. Only
-        // glibc's signals are let in, so that a setuid() under way reaches
-        // us before we leave glibc's list.
-        drop(panic::catch_unwind(AssertUnwindSafe(|| drop(f))));
-        drop(latch);
+        // The spawn fails, and the creator takes the closure back once we
+        // have exited: no user code runs here. Only glibc's signals are let
+        // in, so that a setuid() under way reaches us before we leave
+        // glibc's list (it would wait for our answer for ever).
         sys::set_signal_mask(&sys::signal_set(!GLIBC_INTERNAL_SIGNALS));
         // SAFETY: our own block, once; no user code ran on it.
         unsafe { glibc::leave(glibc, tp) };
         sys::block_all_signals();
         sys::exit_thread();
     }
+    // SAFETY: the gate is open: the start is ours, read exactly once.
+    let Start { f, sigmask, latch, .. } = unsafe { (*record).start.assume_init_read() };
     sys::set_signal_mask(&sigmask);
     header.thread.publish(std::thread::current());
 

@@ -138,13 +138,22 @@ where
     T: Send + 'scope,
 {
     scope.data.latch.add();
-    // SAFETY: `scope` waits for this closure and joins this thread before
-    // 'scope ends, so nothing it borrows outlives its use.
-    match unsafe { life::spawn(options, f, Some(scope.data.latch.clone())) } {
-        Ok(running) => Ok(ScopedJoinHandle { running: Some(running), scope: &scope.data, _result: PhantomData }),
-        Err(e) => {
+    // A failed spawn may panic, in dropping its closure: the latch is told
+    // either way.
+    let spawned = panic::catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `scope` waits for this closure and joins this thread
+        // before 'scope ends, so nothing it borrows outlives its use.
+        unsafe { life::spawn(options, f, Some(scope.data.latch.clone())) }
+    }));
+    match spawned {
+        Ok(Ok(running)) => Ok(ScopedJoinHandle { running: Some(running), scope: &scope.data, _result: PhantomData }),
+        Ok(Err(e)) => {
             scope.data.latch.thread_done();
             Err(e)
+        }
+        Err(panic) => {
+            scope.data.latch.thread_done();
+            panic::resume_unwind(panic)
         }
     }
 }

@@ -142,14 +142,16 @@ impl Builder {
     /// are ignored, as the kernel ignores them.
     ///
     /// ```
+    /// // SAFETY: sched_getcpu has no preconditions.
+    /// let here = unsafe { libc::sched_getcpu() } as usize; // a CPU we may use
     /// let cpu = rawthread::Builder::new()
-    ///     .affinity([0])
-    ///     // SAFETY: sched_getcpu has no preconditions.
-    ///     .spawn(|| unsafe { libc::sched_getcpu() })
+    ///     .affinity([here])
+    ///     // SAFETY: as above.
+    ///     .spawn(|| unsafe { libc::sched_getcpu() } as usize)
     ///     .unwrap()
     ///     .join()
     ///     .unwrap();
-    /// assert_eq!(cpu, 0);
+    /// assert_eq!(cpu, here);
     /// assert!(rawthread::Builder::new().affinity([]).spawn(|| ()).is_err());
     /// ```
     pub fn affinity(mut self, cpus: impl IntoIterator<Item = usize>) -> Builder {
@@ -199,8 +201,11 @@ impl Builder {
 
     /// Whether the [`JoinHandle`] carries a pidfd for the thread
     /// ([`JoinHandle::pidfd`]), which an event loop can wait on for the
-    /// thread's exit. Needs Linux 6.9 (`PIDFD_THREAD`); on an older kernel
-    /// `spawn` fails with [`io::ErrorKind::Unsupported`].
+    /// thread's exit. Needs Linux 6.9 (`PIDFD_THREAD`): where `pidfd_open`
+    /// refuses that flag (`EINVAL`) or is missing (`ENOSYS`), `spawn` fails
+    /// with [`io::ErrorKind::Unsupported`] (an error without an errno);
+    /// other refusals come back as they are (`EMFILE` for a full fd table,
+    /// or a seccomp filter's `EPERM`).
     ///
     /// ```
     /// let handle = rawthread::Builder::new().pidfd(true).spawn(|| 7).unwrap();
@@ -223,7 +228,9 @@ impl Builder {
     /// `EINVAL` for a name with a NUL byte; `Unsupported` if this glibc
     /// lacks what rawthread needs; the kernel's refusal of an affinity, a
     /// scheduling policy or a pidfd. A failed spawn frees everything it
-    /// made, and drops `f` without running it.
+    /// made, and drops `f` unrun, in the caller, as std does (a panic in
+    /// that drop unwinds from here, once everything is freed): if the
+    /// thread was already made, no user code ever runs on it.
     ///
     /// ```
     /// let handle = rawthread::Builder::new().spawn(|| "ran")?;
@@ -324,8 +331,8 @@ pub enum Scheduling {
         /// The nice value.
         nice: i32,
     },
-    /// `SCHED_IDLE`: runs only when the CPU would otherwise idle (the nice
-    /// value does not apply).
+    /// `SCHED_IDLE`: runs only when the CPU would otherwise idle. The
+    /// thread keeps the creator's nice value, which this policy ignores.
     Idle,
     /// `SCHED_FIFO`: real-time, runs until it blocks or yields, at a
     /// priority from 1 to 99.
@@ -466,7 +473,8 @@ impl<T> JoinHandle<T> {
     /// let (go, wait) = std::sync::mpsc::channel::<()>();
     /// let handle = rawthread::Builder::new().pidfd(true).spawn(move || wait.recv().unwrap()).unwrap();
     /// let fd = handle.pidfd().expect("asked for").as_raw_fd();
-    /// // The kernel's own account of whose pidfd it is: this thread's tid.
+    /// // The kernel's own account of whose pidfd it is: this thread's tid
+    /// // (while it lives; -1 once it has exited).
     /// let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
     /// assert!(info.lines().any(|line| line == format!("Pid:\t{}", handle.tid())));
     /// go.send(()).unwrap();

@@ -237,6 +237,93 @@ fn pthread_setname_np_names_a_raw_thread() {
     assert_eq!((inside.as_str(), read_back.as_str()), ("inside\n", "outside"));
 }
 
+/// `&JoinHandle` is `Sync`: every thread waiting in `thread()` for the
+/// child to publish its `Thread` is woken, not just one. The child is held
+/// before it publishes (a seccomp user notification on its PR_SET_NAME)
+/// until all the waiters sleep on the word.
+#[test]
+fn every_waiter_in_thread_is_woken() {
+    if in_child("every_waiter_in_thread_is_woken") {
+        use std::sync::atomic::AtomicUsize;
+
+        const WAITERS: usize = 4;
+        // The probe and the pool's first region, before the filter.
+        rawthread::spawn(|| ()).join().unwrap();
+        let stmt = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
+        let jeq = |k: u32, jf: u8| libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf,
+            k,
+        };
+        let mut filter = [
+            stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0), // A = nr
+            jeq(libc::SYS_prctl as u32, 3),
+            stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 16), // A = arg 0's low word
+            jeq(libc::PR_SET_NAME as u32, 1),
+            stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_USER_NOTIF),
+            stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+        ];
+        let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_mut_ptr() };
+        // SAFETY: a valid filter; the listener fd is ours. Inherited only by
+        // the threads this one makes from now on.
+        let listener = unsafe {
+            assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+            let flags = libc::SECCOMP_FILTER_FLAG_NEW_LISTENER;
+            libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, flags, &prog) as std::os::fd::RawFd
+        };
+        assert!(listener >= 0, "seccomp: {}", std::io::Error::last_os_error());
+        // Ungated, so spawn returns while the child is held in its prctl.
+        let handle = Builder::new().name("held".into()).spawn(|| 5).unwrap();
+        // SAFETY: zeroed is a valid seccomp_notif; the ioctl fills it.
+        let mut notif: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+        // SAFETY: as above; blocks until the child's prctl.
+        assert_eq!(unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_RECV, &mut notif) }, 0);
+        assert_eq!(notif.pid, handle.tid() as u32);
+        let woken = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            let (tids, tid) = std::sync::mpsc::channel();
+            for _ in 0..WAITERS {
+                let (handle, woken, tids) = (&handle, &woken, tids.clone());
+                s.spawn(move || {
+                    tids.send(gettid()).unwrap();
+                    let _ = handle.thread();
+                    woken.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+            let tids: Vec<_> = (0..WAITERS).map(|_| tid.recv().unwrap()).collect();
+            // Every waiter asleep in a futex wait (SYS_futex, 202).
+            let asleep = |tid: libc::pid_t| {
+                std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).unwrap().starts_with("202 ")
+            };
+            while !tids.iter().all(|&t| asleep(t)) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            assert_eq!(woken.load(Ordering::SeqCst), 0, "thread() returned before the child published");
+            let resp = libc::seccomp_notif_resp {
+                id: notif.id,
+                val: 0,
+                error: 0,
+                flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+            };
+            // SAFETY: a valid response to the notification received.
+            assert_eq!(unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_SEND, &resp) }, 0);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while woken.load(Ordering::SeqCst) < WAITERS {
+                if std::time::Instant::now() > deadline {
+                    // The rest sleep for ever: the scope would never end.
+                    eprintln!("{} of {WAITERS} waiters in thread() woken", woken.load(Ordering::SeqCst));
+                    std::process::exit(1);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        });
+        assert_eq!(handle.join().unwrap(), 5);
+        return;
+    }
+    common::run_child_ok("every_waiter_in_thread_is_woken");
+}
+
 /// A thread joining its own handle panics, as std's does (EDEADLK),
 /// instead of waiting forever.
 #[test]

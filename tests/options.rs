@@ -72,21 +72,32 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Whether this process may raise priorities (`CAP_SYS_NICE`, bit 23 of
+/// its effective capabilities): root need not have it (in a container).
+fn can_raise_priority() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let caps = status.lines().find_map(|l| l.strip_prefix("CapEff:")).expect("CapEff in /proc/self/status");
+    u64::from_str_radix(caps.trim(), 16).unwrap() & (1 << 23) != 0
+}
+
 #[test]
 fn scheduling_holds_from_the_first_line_of_user_code() {
+    // Relative to the creator's own nice value, which the test may have
+    // been started with; the policies without one keep it.
+    let (policy, nice, _) = my_scheduling();
     let mut cases = vec![
-        (Scheduling::Other { nice: 3 }, (libc::SCHED_OTHER, 3, 0)),
-        (Scheduling::Batch { nice: 7 }, (libc::SCHED_BATCH, 7, 0)),
-        (Scheduling::Idle, (libc::SCHED_IDLE, 0, 0)),
+        (Scheduling::Other { nice: (nice + 3).min(19) }, (libc::SCHED_OTHER, (nice + 3).min(19), 0)),
+        (Scheduling::Batch { nice: (nice + 7).min(19) }, (libc::SCHED_BATCH, (nice + 7).min(19), 0)),
+        (Scheduling::Idle, (libc::SCHED_IDLE, nice, 0)),
     ];
-    if is_root() {
+    if can_raise_priority() {
         cases.extend([
             (Scheduling::Other { nice: -5 }, (libc::SCHED_OTHER, -5, 0)),
-            (Scheduling::Fifo { priority: 1 }, (libc::SCHED_FIFO, 0, 1)),
-            (Scheduling::RoundRobin { priority: 2 }, (libc::SCHED_RR, 0, 2)),
+            (Scheduling::Fifo { priority: 1 }, (libc::SCHED_FIFO, nice, 1)),
+            (Scheduling::RoundRobin { priority: 2 }, (libc::SCHED_RR, nice, 2)),
         ]);
     } else {
-        println!("skipped the privileged policies: not root");
+        println!("skipped the privileged policies: no CAP_SYS_NICE");
     }
     for (scheduling, expected) in cases {
         for _ in 0..ROUNDS {
@@ -95,7 +106,7 @@ fn scheduling_holds_from_the_first_line_of_user_code() {
         }
     }
     // The creator keeps its own.
-    assert_eq!(my_scheduling().0, libc::SCHED_OTHER);
+    assert_eq!(my_scheduling(), (policy, nice, 0));
 }
 
 #[test]
@@ -163,6 +174,10 @@ fn failed_affinity_frees_everything() {
         assert_failing_spawns_leak_nothing(|| Builder::new().affinity([]), einval, other);
         assert_failing_spawns_leak_nothing(|| Builder::new().affinity([outside]), einval, other);
         assert_failing_spawns_leak_nothing(|| Builder::new().affinity([usize::MAX]), einval, other);
+        // With a pidfd asked for too: none is left open.
+        assert_failing_spawns_leak_nothing(|| Builder::new().pidfd(true).affinity([]), einval, other);
+        let invalid = || Builder::new().pidfd(true).scheduling(Scheduling::Fifo { priority: 0 });
+        assert_failing_spawns_leak_nothing(invalid, einval, other);
         return;
     }
     run_child_ok("failed_affinity_frees_everything");
@@ -196,8 +211,9 @@ fn refused_scheduling_is_eperm_and_frees_everything() {
         let nicer = || Builder::new().scheduling(Scheduling::Other { nice: -1 });
         assert_failing_spawns_leak_nothing(nicer, eperm, denied);
         // Raising one's own nice value needs no right.
-        let seen = Builder::new().scheduling(Scheduling::Other { nice: 1 }).spawn(my_scheduling).unwrap();
-        assert_eq!(seen.join().unwrap(), (libc::SCHED_OTHER, 1, 0));
+        let nicer = (my_scheduling().1 + 1).min(19);
+        let seen = Builder::new().scheduling(Scheduling::Other { nice: nicer }).spawn(my_scheduling).unwrap();
+        assert_eq!(seen.join().unwrap(), (libc::SCHED_OTHER, nicer, 0));
         return;
     }
     run_child_ok("refused_scheduling_is_eperm_and_frees_everything");
@@ -207,6 +223,14 @@ fn refused_scheduling_is_eperm_and_frees_everything() {
 fn pidfd_target(fd: RawFd) -> Option<libc::pid_t> {
     let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
     info.lines().find_map(|line| line.strip_prefix("Pid:\t")).map(|pid| pid.parse().unwrap())
+}
+
+/// The file an fd refers to, as (device, inode).
+fn file_id(fd: RawFd) -> Option<(u64, u64)> {
+    // SAFETY: a zeroed stat is valid; fstat fills it or fails.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some((st.st_dev, st.st_ino))
 }
 
 /// epoll_wait for one event on `epoll`, waiting at most `timeout_ms`.
@@ -227,6 +251,7 @@ fn a_join_awaited_through_epoll() {
     let handle = Builder::new().pidfd(true).spawn(move || wait.recv().map(|()| 42)).unwrap();
     let fd = handle.pidfd().expect("asked for a pidfd").as_raw_fd();
     assert_eq!(pidfd_target(fd), Some(handle.tid()), "the pidfd is the thread's");
+    let pidfd_file = file_id(fd).expect("fstat the pidfd");
     let mut event = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 7 };
     // SAFETY: valid fds and event.
     assert_eq!(unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut event) }, 0);
@@ -241,12 +266,13 @@ fn a_join_awaited_through_epoll() {
     assert_ne!(events & libc::EPOLLIN as u32, 0);
     // Readable means exited: the join does not wait.
     assert!(handle.is_finished(), "readable, yet the tid word is not clear");
-    let tid = handle.tid();
     assert_eq!(handle.join_timeout(Duration::ZERO).expect("exited").unwrap(), Ok(42));
     // SAFETY: our own epoll fd.
     unsafe { libc::close(epoll) };
-    // The handle closed the pidfd: the number is free, or another file's.
-    assert_ne!(pidfd_target(fd), Some(tid));
+    // The handle closed the pidfd: the number is free, or another file's
+    // (pidfs gives each pid its own inode). Not `Pid:` in fdinfo, which
+    // reads -1 for any pidfd of an exited thread.
+    assert_ne!(file_id(fd), Some(pidfd_file), "the handle left its pidfd open");
 }
 
 #[test]
@@ -315,4 +341,98 @@ fn pidfd_refused_frees_everything() {
         let out = common::run_child("pidfd_refused_frees_everything", &[("ERRNO", &errno.to_string())]);
         common::assert_child_passed(&out);
     }
+}
+
+/// A `setuid()` (here `seteuid`: glibc's SIGSETXID round) racing with
+/// spawns that fail in their set-up: the cancelled child, on glibc's list
+/// until it leaves it, must take SIGSETXID, or the two wait for each other
+/// for ever (the setxid for its answer, the child for the list's lock).
+#[test]
+fn setxid_racing_with_cancelled_spawns() {
+    if in_child("setxid_racing_with_cancelled_spawns") {
+        use std::sync::atomic::AtomicUsize;
+        static PROGRESS: AtomicUsize = AtomicUsize::new(0);
+        static DONE: AtomicBool = AtomicBool::new(false);
+        rawthread::spawn(|| ()).join().unwrap();
+        // A deadlock fails within seconds, not at run_child's bound.
+        std::thread::spawn(|| {
+            let mut last = usize::MAX;
+            loop {
+                std::thread::sleep(Duration::from_secs(30));
+                let now = PROGRESS.load(Ordering::SeqCst);
+                if now == last {
+                    // A panic here would end only this thread.
+                    eprintln!("no progress in 30 s: a setuid() and a cancelled spawn deadlocked");
+                    std::process::exit(1);
+                }
+                last = now;
+            }
+        });
+        let flipper = std::thread::spawn(|| {
+            while !DONE.load(Ordering::SeqCst) {
+                // SAFETY: plain calls; root may drop its effective uid and
+                // take it back (its saved uid stays 0).
+                unsafe {
+                    assert_eq!(libc::seteuid(65534), 0);
+                    assert_eq!(libc::seteuid(0), 0);
+                }
+                PROGRESS.fetch_add(1, Ordering::SeqCst);
+                // Back to back, setxid rounds starve the spawns of glibc's
+                // list lock (2000 spawns take minutes instead of a second).
+                std::thread::sleep(Duration::from_micros(20));
+            }
+        });
+        for _ in 0..2000 {
+            let e = Builder::new().affinity([]).spawn(|| ()).unwrap_err();
+            // EPERM if the setxid has reached this thread and not yet the
+            // child, which is still root's.
+            assert!(matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EPERM)), "{e}");
+            PROGRESS.fetch_add(1, Ordering::SeqCst);
+        }
+        DONE.store(true, Ordering::SeqCst);
+        flipper.join().unwrap();
+        return;
+    }
+    if !is_root() {
+        println!("skipped: seteuid(65534) and back needs root");
+        return;
+    }
+    run_child_ok("setxid_racing_with_cancelled_spawns");
+}
+
+/// A closure whose captures panic on drop, in a spawn that fails in its
+/// set-up: as std's, the panic unwinds from `spawn` in the caller (no user
+/// code runs on the child), after the spawn has freed what it made; in a
+/// scope, the scope still ends.
+#[test]
+fn a_failed_spawns_closure_may_panic_on_drop() {
+    if in_child("a_failed_spawns_closure_may_panic_on_drop") {
+        common::quiet_expected_panics();
+        struct Bomb(libc::pid_t);
+        impl Drop for Bomb {
+            fn drop(&mut self) {
+                assert_eq!(common::gettid(), self.0, "dropped on another thread than the spawner");
+                panic!("{}: dropping the closure of a failed spawn", common::EXPECTED);
+            }
+        }
+        rawthread::spawn(|| ()).join().unwrap();
+        let before = resources();
+        for _ in 0..50 {
+            let bomb = Bomb(common::gettid());
+            let spawn = std::panic::catch_unwind(|| Builder::new().affinity([]).spawn(move || drop(bomb)));
+            let panic = spawn.expect_err("the drop's panic unwinds from spawn");
+            assert!(panic.downcast_ref::<String>().is_some_and(|m| m.contains("dropping the closure")));
+        }
+        let scoped = std::panic::catch_unwind(|| {
+            rawthread::scope(|s| {
+                let bomb = Bomb(common::gettid());
+                let _ = Builder::new().affinity([]).spawn_scoped(s, move || drop(bomb));
+            })
+        });
+        assert!(scoped.is_err(), "the scope passes the panic on");
+        assert_eq!(resources(), before, "maps, fds, tasks, glibc's list after failed spawns that panicked");
+        assert_eq!(rawthread::spawn(|| 3).join().unwrap(), 3);
+        return;
+    }
+    run_child_ok("a_failed_spawns_closure_may_panic_on_drop");
 }
