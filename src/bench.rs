@@ -4,12 +4,13 @@
 //! signal masking — whose child stamps the clock and exits, and that clock.
 //! They let `cargo bench` show how far each real way of making a thread is
 //! from what the kernel alone charges; and one step of rawthread's own
-//! timed apart, its place on glibc's thread list. They are no part of the
-//! thread API.
+//! timed apart, its place on glibc's thread list; and the phase stamps, a
+//! timeline of one spawn (see [`Phase`]). They are no part of the thread
+//! API.
 
 use std::io;
 use std::ptr;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
 use memmap2::{MmapMut, MmapOptions};
 
@@ -84,8 +85,10 @@ pub struct KernelFloor {
 
 /// The floor thread: runs on the creator's TLS, so it touches none.
 unsafe extern "C" fn floor_main(stamp: *mut libc::c_void) -> ! {
+    crate::bench::stamp(Phase::ChildFirst);
     // SAFETY: a 'static AtomicU64 (see KernelFloor::spawn).
     unsafe { (*stamp.cast::<AtomicU64>()).store(now_ns(), Ordering::Release) };
+    crate::bench::stamp(Phase::ChildExit);
     sys::exit_thread()
 }
 
@@ -149,10 +152,13 @@ impl KernelFloor {
             entry: floor_main,
             arg: ptr::from_ref(stamp).cast_mut().cast(),
         };
+        crate::bench::stamp(Phase::BeforeClone);
         // SAFETY: a mapped stack nobody else uses (tid 0: the last floor
         // thread is gone); floor_main touches neither TLS nor our stack,
         // and the caller keeps TLS-touching handlers off it.
-        unsafe { clone::clone(&request) }.map(drop)
+        let cloned = unsafe { clone::clone(&request) }.map(drop);
+        crate::bench::stamp(Phase::CloneReturned);
+        cloned
     }
 
     /// Waits until the floor thread has exited.
@@ -169,6 +175,25 @@ impl KernelFloor {
     /// ```
     pub fn join(&self) {
         join::wait_for_exit(&self.tid);
+        crate::bench::stamp(Phase::Woken);
+    }
+
+    /// Waits until the floor thread has exited by sleeping at once: a
+    /// plain shared futex wait on the tid word, no spin, until the
+    /// kernel's wake at the thread's exit leaves it 0.
+    ///
+    /// ```
+    /// use std::sync::atomic::AtomicU64;
+    /// static STAMP: AtomicU64 = AtomicU64::new(0);
+    /// let mut floor = rawthread::bench::KernelFloor::new()?;
+    /// // SAFETY: this program sends no signal and installs no handler.
+    /// unsafe { floor.spawn(&STAMP)? };
+    /// floor.join_sleeping();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn join_sleeping(&self) {
+        sleep_until_zero(&self.tid);
+        crate::bench::stamp(Phase::Woken);
     }
 }
 
@@ -176,5 +201,174 @@ impl Drop for KernelFloor {
     fn drop(&mut self) {
         // The stack and the tid word must outlive the thread.
         self.join();
+    }
+}
+
+/// Sleeps on a tid word until the kernel has cleared it: a shared futex
+/// wait at once, looked at again after every wake-up.
+fn sleep_until_zero(word: &AtomicI32) {
+    loop {
+        match word.load(Ordering::Acquire) {
+            0 => return,
+            tid => sys::futex_wait(word, tid, None),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Phase stamps
+// ---------------------------------------------------------------------------
+
+/// The boundaries of one spawn's timeline, in the order they happen on the
+/// way from the creator's call to the joiner's return (two, `CloneReturned`
+/// and `Returned`, are on the creator's side, beside the child's path).
+/// rawthread's own code stamps most of them (`life.rs`, built with the
+/// `bench` feature); the benchmark stamps the rest around its calls, and
+/// the kernel floor stamps its own. Each is recorded only while the
+/// benchmark has [`arm`]ed the stamps, and only its first stamp counts.
+///
+/// ```
+/// use rawthread::bench::Phase;
+/// assert_eq!(Phase::ALL.len(), Phase::COUNT);
+/// assert_eq!(Phase::ALL[Phase::ChildFirst as usize], Phase::ChildFirst);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// The benchmark calls spawn (its clock read `t0`).
+    Call,
+    /// rawthread's spawn is entered, past the builder.
+    Entry,
+    /// The region is taken from the pool (or mapped) and its thread block
+    /// renewed (or made).
+    BlockReady,
+    /// Just before the `clone`/`clone3` system call.
+    BeforeClone,
+    /// The system call has returned in the creator.
+    CloneReturned,
+    /// The child's first instruction in Rust (the floor's: its first).
+    ChildFirst,
+    /// The child is about to run the closure.
+    ClosureStart,
+    /// The closure has returned.
+    ClosureEnd,
+    /// The child's last step before its final `SYS_exit`.
+    ChildExit,
+    /// The joiner's wait on the tid word has returned.
+    Woken,
+    /// The spawn call has returned to the benchmark.
+    Returned,
+    /// The join has returned to the benchmark.
+    Joined,
+}
+
+impl Phase {
+    /// How many boundaries there are.
+    ///
+    /// ```
+    /// assert_eq!(rawthread::bench::Phase::COUNT, 12);
+    /// ```
+    pub const COUNT: usize = 12;
+
+    /// Every boundary, in the order of the discriminants.
+    ///
+    /// ```
+    /// use rawthread::bench::Phase;
+    /// assert!(Phase::ALL.iter().enumerate().all(|(i, p)| *p as usize == i));
+    /// ```
+    pub const ALL: [Phase; Phase::COUNT] = [
+        Phase::Call,
+        Phase::Entry,
+        Phase::BlockReady,
+        Phase::BeforeClone,
+        Phase::CloneReturned,
+        Phase::ChildFirst,
+        Phase::ClosureStart,
+        Phase::ClosureEnd,
+        Phase::ChildExit,
+        Phase::Woken,
+        Phase::Returned,
+        Phase::Joined,
+    ];
+
+    /// A few words for the boundary.
+    ///
+    /// ```
+    /// assert_eq!(rawthread::bench::Phase::Woken.name(), "joiner wakes");
+    /// ```
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Call => "spawn called",
+            Phase::Entry => "spawn entered",
+            Phase::BlockReady => "region + thread block ready",
+            Phase::BeforeClone => "clone called",
+            Phase::CloneReturned => "clone returned",
+            Phase::ChildFirst => "child's first instruction",
+            Phase::ClosureStart => "closure starts",
+            Phase::ClosureEnd => "closure ends",
+            Phase::ChildExit => "child calls SYS_exit",
+            Phase::Woken => "joiner wakes",
+            Phase::Returned => "spawn returned",
+            Phase::Joined => "join returned",
+        }
+    }
+}
+
+/// Whether stamps are recorded.
+static ARMED: AtomicBool = AtomicBool::new(false);
+/// CLOCK_MONOTONIC at each boundary of the armed spawn; 0: not stamped.
+static SLOTS: [AtomicU64; Phase::COUNT] = [const { AtomicU64::new(0) }; Phase::COUNT];
+
+/// Clears every stamp and starts recording: until [`disarm`], the first
+/// [`stamp`] of each boundary is kept. Arm around one spawn+join at a time.
+///
+/// ```
+/// use rawthread::bench::{Phase, arm, disarm, stamp};
+/// arm();
+/// stamp(Phase::Call);
+/// let stamps = disarm();
+/// assert!(stamps[Phase::Call as usize].is_some());
+/// assert!(stamps[Phase::Joined as usize].is_none());
+/// ```
+pub fn arm() {
+    for slot in &SLOTS {
+        slot.store(0, Ordering::Relaxed);
+    }
+    ARMED.store(true, Ordering::SeqCst);
+}
+
+/// Stops recording and returns the stamps taken since [`arm`], by
+/// boundary (`Phase as usize`); `None` where there was none.
+///
+/// ```
+/// use rawthread::bench::{Phase, disarm, stamp};
+/// stamp(Phase::Call); // not armed: not recorded
+/// assert!(disarm().iter().all(Option::is_none));
+/// ```
+pub fn disarm() -> [Option<u64>; Phase::COUNT] {
+    ARMED.store(false, Ordering::SeqCst);
+    std::array::from_fn(|i| Some(SLOTS[i].load(Ordering::Acquire)).filter(|&t| t != 0))
+}
+
+/// Records CLOCK_MONOTONIC for `phase`, if the stamps are armed and
+/// `phase` has no stamp yet; otherwise one relaxed load. Touches no TLS,
+/// so any thread may call it, the floor thread and a rawthread child
+/// before its thread block is entered included.
+///
+/// ```
+/// use rawthread::bench::{Phase, arm, disarm, stamp};
+/// arm();
+/// rawthread::spawn(|| ()).join().unwrap();
+/// stamp(Phase::Joined);
+/// let stamps = disarm();
+/// let (first, exit) = (stamps[Phase::ChildFirst as usize], stamps[Phase::ChildExit as usize]);
+/// assert!(first.unwrap() <= exit.unwrap());
+/// ```
+#[inline]
+pub fn stamp(phase: Phase) {
+    if ARMED.load(Ordering::Relaxed) {
+        let slot = &SLOTS[phase as usize];
+        if slot.load(Ordering::Relaxed) == 0 {
+            slot.store(now_ns(), Ordering::Release);
+        }
     }
 }

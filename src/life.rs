@@ -203,6 +203,8 @@ where
     F: FnOnce() -> T + Send,
     T: Send,
 {
+    #[cfg(feature = "bench")]
+    crate::bench::stamp(crate::bench::Phase::Entry);
     // Before any of rawthread's locks is first taken (see fork.rs).
     fork::install();
     let glibc = glibc::get()?;
@@ -218,6 +220,8 @@ where
         Some((block, plan)) => block.renew(plan)?,
         None => Block::new(glibc, Region::map(guard, stack, layout, &glibc.geometry())?)?,
     };
+    #[cfg(feature = "bench")]
+    crate::bench::stamp(crate::bench::Phase::BlockReady);
 
     let region = block.region();
     let tp = region.tp();
@@ -252,9 +256,13 @@ where
     unsafe {
         record.write(Record { header: Header::new(options.gated()), start: MaybeUninit::new(start), result: None })
     };
+    #[cfg(feature = "bench")]
+    crate::bench::stamp(crate::bench::Phase::BeforeClone);
     // SAFETY: the stack is mapped, the thread block initialised, and
     // thread_main never returns; signals are blocked.
     let cloned = unsafe { clone::clone(&request) };
+    #[cfg(feature = "bench")]
+    crate::bench::stamp(crate::bench::Phase::CloneReturned);
     sys::set_signal_mask(&creator_mask);
     match cloned {
         Ok(tid) => {
@@ -515,6 +523,8 @@ unsafe extern "C" fn thread_main<F, T>(record: *mut c_void) -> !
 where
     F: FnOnce() -> T,
 {
+    #[cfg(feature = "bench")]
+    crate::bench::stamp(crate::bench::Phase::ChildFirst);
     let record = record.cast::<Record<F, T>>();
     // SAFETY: written by the creator before clone; moved out only below,
     // once the gate is open (or by the creator, after our exit).
@@ -544,7 +554,11 @@ where
     sys::set_signal_mask(&sigmask);
     header.thread.publish(std::thread::current());
 
+    #[cfg(feature = "bench")]
+    crate::bench::stamp(crate::bench::Phase::ClosureStart);
     let result = panic::catch_unwind(AssertUnwindSafe(f));
+    #[cfg(feature = "bench")]
+    crate::bench::stamp(crate::bench::Phase::ClosureEnd);
     // SAFETY: the slot holds `None` (nothing to drop); only the region's
     // owner reads it, after the state swap below.
     unsafe { (&raw mut (*record).result).write(Some(result)) };
@@ -557,6 +571,8 @@ where
         // SAFETY: our own block, once, after the closure.
         unsafe { glibc::leave(glibc, tp) };
         sys::block_all_signals();
+        #[cfg(feature = "bench")]
+        crate::bench::stamp(crate::bench::Phase::ChildExit);
         sys::exit_thread();
     }
     // Detached: nobody will read the result, and the region is ours.
@@ -570,6 +586,8 @@ where
     // SAFETY: our own block, once, after the closure.
     unsafe { glibc::leave(glibc, tp) };
     sys::block_all_signals();
+    #[cfg(feature = "bench")]
+    crate::bench::stamp(crate::bench::Phase::ChildExit);
     match pool::adopt(block) {
         // The pool hands the region out again only after our tid word is 0.
         Ok(()) => sys::exit_thread(),
@@ -657,6 +675,8 @@ impl Running {
 
     fn wait(&self) {
         join::wait_for_exit(self.block.tid_word());
+        #[cfg(feature = "bench")]
+        crate::bench::stamp(crate::bench::Phase::Woken);
     }
 
     /// Waits for the thread's exit for at most `timeout_ns`; whether it
