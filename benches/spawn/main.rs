@@ -7,10 +7,12 @@
 //! cargo bench --bench spawn -- --pin 1   # the whole process (and so every child) on CPU 1
 //! ```
 //!
-//! Three parts:
+//! Seven parts:
 //!
-//! 1. **Latency** of ten variants — rawthread, the bare kernel floor,
-//!    `std::thread`, `pthread_create`, and the process makers `fork`,
+//! 1. **Latency** of twelve variants — rawthread (also with a 64 KiB stack,
+//!    and with a sleep-at-once join), the bare kernel floor (with
+//!    rawthread's join and with a plain futex join), `std::thread`,
+//!    `pthread_create`, and the process makers `fork`,
 //!    vfork, `clone(SIGCHLD)`, `clone3` + `CLONE_PIDFD` and `posix_spawn`.
 //!    Each sample gives three figures, all from `rawthread::now_ns()`
 //!    (CLOCK_MONOTONIC, one clock for parent and child):
@@ -22,8 +24,11 @@
 //!    round trip = t2 - t0     child start = tc - t0     call return = t1 - t0
 //!    ```
 //!
-//!    Beside them, timed alone, the one step rawthread adds that no other
-//!    variant has: a thread put on glibc's thread list and taken off it.
+//!    Beside them: the CPU time of the whole process (user + system,
+//!    `getrusage` around every block of samples; for processes, with the
+//!    reaped children's) per spawn+join; and, timed alone, the one step
+//!    rawthread adds that no other variant has: a thread put on glibc's
+//!    thread list and taken off it.
 //!
 //!    The variants are measured in blocks of samples, round-robin, over many
 //!    rounds, with the order rotated each round: on a shared, noisy VM a
@@ -36,6 +41,18 @@
 //!    and without transparent huge pages.
 //! 3. **Memory per idle thread**, user (RSS) and kernel (kernel stack, page
 //!    tables, slab), for rawthread and `std::thread`.
+//! 4. **Under load**: the thread variants again, interleaved the same way,
+//!    with (CPUs - 1) CPU-bound competitor processes running (this
+//!    executable re-run as a spinner, `load.rs`), started before and killed
+//!    after.
+//! 5. **Where the time goes**: armed samples, in which rawthread (built
+//!    with the `bench` feature), the kernel floor and the benchmark stamp
+//!    the clock at the boundaries of one spawn+join
+//!    (`rawthread::bench::Phase`); the median of every phase.
+//! 6. **Spawners at once**: 1, 2, 4 and 8 threads spawning and joining
+//!    concurrently, spawns+joins per second in all.
+//! 7. **Most threads alive at once** (64 KiB stacks) before the first error,
+//!    each variant in a child process, and what stopped it.
 //!
 //! Results go to the terminal, to `target/spawn-bench/results.json` and to
 //! `target/spawn-bench/report.svg`. Nothing here asserts a timing: the
@@ -43,11 +60,15 @@
 
 mod growth;
 mod idle;
+mod live;
+mod load;
 mod machine;
 mod mapping;
 mod options;
+mod phases;
 mod progress;
 mod report;
+mod spawners;
 mod stats;
 mod svg;
 mod variants;
@@ -59,12 +80,18 @@ use std::time::{Duration, Instant};
 
 use growth::{GrowthPoint, measure_growth};
 use idle::{Footprint, idle_rawthread, idle_std, median_footprint};
+use live::{Live, measure_live};
+use load::Competitors;
 use machine::{Machine, machine, pin_to, target_dir, utc_now};
 use options::{FULL, QUICK, parse_args};
+use phases::{Timeline, timeline};
 use progress::Progress;
-use report::{header, report_growth, report_idle, report_latency, results_json, summary};
-use stats::Sample;
-use variants::{Ctx, VARIANTS, measure_latency};
+use report::{
+    header, report_growth, report_idle, report_latency, report_live, report_loaded, report_phases, report_spawners,
+    results_json, summary,
+};
+use spawners::measure_spawners;
+use variants::{Ctx, LOADED, Section, VARIANTS, measure_latency, measure_phases};
 
 const PAGE: usize = 4096;
 /// How many times the thread-list step is timed.
@@ -75,8 +102,24 @@ const MIB: usize = 1 << 20;
 // Main
 // ---------------------------------------------------------------------------
 
+/// The measurements under load.
+struct Loaded {
+    competitors: usize,
+    section: Section,
+    /// /proc/loadavg while the competitors ran, at the end.
+    load: String,
+}
+
 struct Results {
-    latency: Vec<Vec<Sample>>,
+    latency: Section,
+    /// `None` on a single CPU, where no CPU is left to compete for.
+    loaded: Option<Loaded>,
+    /// Why there is no loaded section, if there is none.
+    loaded_note: String,
+    phases: Vec<Timeline>,
+    /// `spawners[v][s]`: spawns+joins per second (see spawners.rs).
+    spawners: Vec<Vec<f64>>,
+    live: Vec<Live>,
     /// ns per put-on + take-off of glibc's thread list (rawthread::bench).
     thread_list_ns: f64,
     growth: Vec<GrowthPoint>,
@@ -100,6 +143,10 @@ struct Meta {
 }
 
 fn main() {
+    // A child of the benchmark (a competitor, a live-threads counter).
+    if let Ok(role) = std::env::var(load::ROLE) {
+        load::child_main(&role);
+    }
     let started = Instant::now();
     let args: Vec<String> = std::env::args().collect();
     let options = parse_args(&args[1..]);
@@ -130,7 +177,9 @@ fn main() {
     print!("{}", header(&meta, plan));
     let _ = io::stdout().flush();
 
-    let (latency, latency_time) = timed(|| measure_latency(&mut ctx, plan, &progress));
+    let all: Vec<usize> = (0..VARIANTS.len()).collect();
+    let (latency, latency_time) =
+        timed(|| measure_latency(&mut ctx, &all, plan.rounds, plan.block, "latency", &progress));
     let thread_list_ns = rawthread::bench::thread_list_cost(THREAD_LIST_PAIRS).expect("thread_list_cost");
 
     let (thp_series, thp_note) = match meta.machine.thp.as_deref() {
@@ -143,6 +192,37 @@ fn main() {
     };
     let (growth, growth_time) = timed(|| measure_growth(&mut ctx, plan, &thp_series, &progress));
 
+    let ((loaded, loaded_note), loaded_time) = timed(|| {
+        let n = meta.machine.cpus_usable.saturating_sub(1);
+        if n == 0 {
+            return (None, "one usable CPU: no CPU is left for a competitor, so there is no loaded run".to_string());
+        }
+        progress.show(format_args!("under load: starting {n} competitor(s)"));
+        let competitors = match Competitors::start(n) {
+            Ok(c) => c,
+            Err(e) => return (None, format!("could not start the competitors: {e}")),
+        };
+        // Untimed: let the scheduler place the competitors first.
+        for &v in &LOADED {
+            for _ in 0..plan.warmup {
+                (VARIANTS[v].run)(&mut ctx);
+            }
+        }
+        let section = measure_latency(&mut ctx, &LOADED, plan.load_rounds, plan.load_block, "under load", &progress);
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let load = load.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+        let competitors_n = competitors.len();
+        drop(competitors);
+        (Some(Loaded { competitors: competitors_n, section, load }), String::new())
+    });
+
+    let (phases, phase_time) = timed(|| {
+        let stamps = measure_phases(&mut ctx, &LOADED, plan.phase_rounds, plan.phase_block, &progress);
+        LOADED.iter().zip(&stamps).map(|(&v, s)| timeline(v, s)).collect::<Vec<_>>()
+    });
+    let (spawners, spawner_time) =
+        timed(|| measure_spawners(Duration::from_millis(plan.spawner_ms), plan.spawner_passes, &progress));
+
     let (idle, idle_time) = timed(|| {
         let mut runs = [Vec::new(), Vec::new()];
         for run in 0..plan.idle_reps {
@@ -152,13 +232,19 @@ fn main() {
         }
         runs.map(|runs| median_footprint(&runs))
     });
+    let (live, live_time) = timed(|| measure_live(plan.live_cap, &progress));
     progress.clear();
-    let results = Results { latency, thread_list_ns, growth, thp_note, idle };
+    let results =
+        Results { latency, loaded, loaded_note, phases, spawners, live, thread_list_ns, growth, thp_note, idle };
 
     let mut out = String::new();
     report_latency(&mut out, &results, plan);
     report_growth(&mut out, &results);
     report_idle(&mut out, &results, plan);
+    report_loaded(&mut out, &results, plan);
+    report_phases(&mut out, &results, plan);
+    report_spawners(&mut out, &results, plan);
+    report_live(&mut out, &results, plan);
     out.push_str(&summary(&results, plan));
 
     // A smoke run (`cargo test --benches`, a debug build) must not
@@ -181,11 +267,16 @@ fn main() {
     }
     let _ = writeln!(
         out,
-        "Total time: {:.1} s (latency {:.1} s, memory growth {:.1} s, idle threads {:.1} s)",
+        "Total time: {:.1} s (latency {:.1} s, memory growth {:.1} s, idle threads {:.1} s, under load {:.1} s,\n            \
+         phases {:.1} s, spawners at once {:.1} s, threads alive at once {:.1} s)",
         started.elapsed().as_secs_f64(),
         latency_time.as_secs_f64(),
         growth_time.as_secs_f64(),
-        idle_time.as_secs_f64()
+        idle_time.as_secs_f64(),
+        loaded_time.as_secs_f64(),
+        phase_time.as_secs_f64(),
+        spawner_time.as_secs_f64(),
+        live_time.as_secs_f64()
     );
     print!("{out}");
 }

@@ -2,7 +2,8 @@
 
 const USAGE: &str = "\
 usage: cargo bench --bench spawn -- [--quick] [--pin CPU]
-  --quick    a few seconds: fewer samples, memory sizes 0 and 64 MiB, 100 idle threads
+  --quick    a few seconds: fewer samples, memory sizes 0 and 64 MiB, 100 idle threads,
+             live threads capped at 300
   --pin CPU  pin the whole process to CPU (sched_setaffinity; threads and children inherit it)
 Other arguments (such as the --bench that cargo passes) are ignored.";
 
@@ -70,6 +71,18 @@ pub(crate) struct Plan {
     /// Idle memory: threads held at once, and repetitions per variant.
     pub(crate) idle_threads: usize,
     pub(crate) idle_reps: usize,
+    /// Under load: rounds and block, as for the latency.
+    pub(crate) load_rounds: usize,
+    pub(crate) load_block: usize,
+    /// Phases: rounds and block of armed samples.
+    pub(crate) phase_rounds: usize,
+    pub(crate) phase_block: usize,
+    /// Spawners at once: how long each measurement runs, and how many
+    /// passes (the median is reported).
+    pub(crate) spawner_ms: u64,
+    pub(crate) spawner_passes: usize,
+    /// Threads alive at once: where each child stops if nothing failed.
+    pub(crate) live_cap: usize,
 }
 
 pub(crate) const FULL: Plan = Plan {
@@ -82,6 +95,13 @@ pub(crate) const FULL: Plan = Plan {
     growth_block: 4,
     idle_threads: 1000,
     idle_reps: 5,
+    load_rounds: 200,
+    load_block: 20,
+    phase_rounds: 100,
+    phase_block: 10,
+    spawner_ms: 100,
+    spawner_passes: 3,
+    live_cap: 40_000,
 };
 
 pub(crate) const QUICK: Plan = Plan {
@@ -94,4 +114,11 @@ pub(crate) const QUICK: Plan = Plan {
     growth_block: 3,
     idle_threads: 100,
     idle_reps: 1,
+    load_rounds: 10,
+    load_block: 10,
+    phase_rounds: 10,
+    phase_block: 5,
+    spawner_ms: 30,
+    spawner_passes: 1,
+    live_cap: 300,
 };

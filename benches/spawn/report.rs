@@ -5,9 +5,14 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use crate::growth::{GrowthPoint, SamplesOf, growth_slope};
+use crate::live::Live;
 use crate::options::Plan;
-use crate::stats::{FIGURES, Figure, Sample, Stats, fmt_us};
-use crate::variants::{FLOOR, Group, RAWTHREAD, STD, VARIANTS, block_medians};
+use crate::phases::step_label;
+use crate::spawners::{SPAWNER_VARIANTS, SPAWNERS};
+use crate::stats::{FIGURES, Figure, Sample, Stats, fmt_us, us};
+use crate::variants::{
+    FLOOR, FLOOR_FUTEX, Group, PTHREAD, RAWTHREAD, RAWTHREAD_SLEEP, STD, Section, VARIANTS, block_medians,
+};
 use crate::{Meta, Results, THREAD_LIST_PAIRS};
 
 /// The issue-3 goal: a rawthread spawn+join at most this fraction of a
@@ -43,14 +48,16 @@ pub(crate) fn header(meta: &Meta, plan: &Plan) -> String {
     out
 }
 
-pub(crate) fn report_latency(out: &mut String, r: &Results, plan: &Plan) {
-    let _ = writeln!(out, "1. Latency, µs ({} samples per variant; ratios are of medians)", plan.rounds * plan.block);
-    for figure in FIGURES {
-        let base = Stats::figure(&r.latency[RAWTHREAD], figure).map(|s| s.median as f64);
-        let floor = Stats::figure(&r.latency[FLOOR], figure).map(|s| s.median as f64);
+/// The tables of one section, one per figure; the round trip's with the
+/// CPU time per spawn+join beside it.
+fn latency_tables(out: &mut String, section: &Section, figures: &[Figure]) {
+    for &figure in figures {
+        let median_of = |v: usize| Stats::figure(section.of(v), figure).map(|s| s.median as f64);
+        let (base, pthread, floor) = (median_of(RAWTHREAD), median_of(PTHREAD), median_of(FLOOR));
+        let cpu = figure == Figure::RoundTrip;
         let _ = writeln!(
             out,
-            "\n{}, µs\n{:<38}{:>6}{:>9}{:>9}{:>9}{:>9}{:>11}{:>8}",
+            "\n{}, µs\n{:<38}{:>6}{:>9}{:>9}{:>9}{:>9}{:>9}{:>11}{:>9}{:>8}",
             figure.title(),
             "",
             "n",
@@ -58,11 +65,14 @@ pub(crate) fn report_latency(out: &mut String, r: &Results, plan: &Plan) {
             "p90",
             "p99",
             "max",
+            if cpu { "CPU/op" } else { "" },
             "/rawthread",
+            "/pthread",
             "/floor"
         );
         let mut group = None;
-        for (variant, samples) in VARIANTS.iter().zip(&r.latency) {
+        for (v, samples) in section.rows() {
+            let variant = &VARIANTS[v];
             if group != Some(variant.group) {
                 group = Some(variant.group);
                 let _ = writeln!(
@@ -80,20 +90,34 @@ pub(crate) fn report_latency(out: &mut String, r: &Results, plan: &Plan) {
                 continue;
             };
             let ratio = |to: Option<f64>| to.map_or("-".into(), |to| format!("{:.2}", s.median as f64 / to));
+            let cpu_col =
+                if cpu { section.cpu_per_op(v).map_or("-".into(), |c| fmt_us(c as u64)) } else { String::new() };
             let _ = writeln!(
                 out,
-                "   {:<35}{:>6}{:>9}{:>9}{:>9}{:>9}{:>11}{:>8}",
+                "   {:<35}{:>6}{:>9}{:>9}{:>9}{:>9}{:>9}{:>11}{:>9}{:>8}",
                 variant.label,
                 s.n,
                 fmt_us(s.median),
                 fmt_us(s.p90),
                 fmt_us(s.p99),
                 fmt_us(s.max),
+                cpu_col,
                 ratio(base),
+                ratio(pthread),
                 ratio(floor)
             );
         }
     }
+}
+
+pub(crate) fn report_latency(out: &mut String, r: &Results, plan: &Plan) {
+    let _ = writeln!(out, "1. Latency, µs ({} samples per variant; ratios are of medians)", plan.rounds * plan.block);
+    let _ = writeln!(
+        out,
+        "   CPU/op: user + system CPU time of the whole process (every thread; for processes, with the reaped\n   \
+         children's) per spawn+join, from getrusage around every block of samples"
+    );
+    latency_tables(out, &r.latency, &FIGURES);
     let _ = writeln!(out, "\nNotes on the variants:");
     for v in &VARIANTS {
         let _ = writeln!(out, "  {}", v.label);
@@ -111,9 +135,112 @@ pub(crate) fn report_latency(out: &mut String, r: &Results, plan: &Plan) {
     let _ = writeln!(out);
 }
 
+pub(crate) fn report_loaded(out: &mut String, r: &Results, plan: &Plan) {
+    let Some(loaded) = &r.loaded else {
+        let _ = writeln!(out, "4. Under load: not measured: {}\n", r.loaded_note);
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "4. Under load: {} CPU-bound competitor process(es) running, one per CPU but ours; µs ({} samples per\n   \
+         variant, interleaved as in 1; load average at the end: {})",
+        loaded.competitors,
+        plan.load_rounds * plan.load_block,
+        loaded.load
+    );
+    latency_tables(out, &loaded.section, &[Figure::RoundTrip, Figure::ChildStart]);
+    let _ = writeln!(out);
+}
+
+pub(crate) fn report_phases(out: &mut String, r: &Results, plan: &Plan) {
+    let _ = writeln!(
+        out,
+        "5. Where the time goes: one spawn+join, median per phase, µs ({} armed samples per variant, idle)",
+        plan.phase_rounds * plan.phase_block
+    );
+    let _ = writeln!(
+        out,
+        "   Each phase runs from one stamped boundary to the next; \"at\": the median time from the spawn call to\n   \
+         the phase's end. Medians of phases need not add up to the median round trip."
+    );
+    for t in &r.phases {
+        let _ = writeln!(out, "\n {}", VARIANTS[t.variant].label);
+        for step in &t.steps {
+            let _ = writeln!(
+                out,
+                "   {:<58}{:>9}   at {:>8}",
+                step_label(step.from, step.to),
+                fmt_us(step.median_ns),
+                fmt_us(step.at_ns)
+            );
+        }
+        let sum: u64 = t.steps.iter().filter(|s| !s.beside).map(|s| s.median_ns).sum();
+        let _ = writeln!(
+            out,
+            "   {:<58}{:>9}   (sum of the phases' medians {})",
+            "round trip (median, armed samples)",
+            fmt_us(t.round_trip_ns),
+            fmt_us(sum)
+        );
+    }
+    let _ = writeln!(out);
+}
+
+pub(crate) fn report_spawners(out: &mut String, r: &Results, plan: &Plan) {
+    let _ = writeln!(
+        out,
+        "6. Spawners at once: spawns+joins per second, all spawners together (each a std thread spawning and\n   \
+         joining an empty closure in a loop for {} ms; median of {} pass(es))",
+        plan.spawner_ms, plan.spawner_passes
+    );
+    let _ = write!(out, "   {:<30}", "spawners:");
+    for n in SPAWNERS {
+        let _ = write!(out, "{n:>10}");
+    }
+    let _ = writeln!(out, "{:>14}", "8 vs 1");
+    for ((_, label, _), rates) in SPAWNER_VARIANTS.iter().zip(&r.spawners) {
+        let _ = write!(out, "   {label:<30}");
+        for rate in rates {
+            let _ = write!(out, "{rate:>10.0}");
+        }
+        let _ = writeln!(out, "{:>13.2}x", rates[rates.len() - 1] / rates[0]);
+    }
+    let _ = writeln!(out);
+}
+
+pub(crate) fn report_live(out: &mut String, r: &Results, plan: &Plan) {
+    let _ = writeln!(
+        out,
+        "7. Most threads alive at once, 64 KiB stacks, before the first error (each in a child process; cap {})",
+        plan.live_cap
+    );
+    for l in &r.live {
+        let _ = writeln!(out, "   {:<32}{:>8}   {:.1} s", l.label, l.alive, l.seconds);
+        wrap(out, &format!("stopped by: {}", l.stopped_by), "      ", 100);
+    }
+    let _ = writeln!(out, "   limits here: {}", limits());
+    let _ = writeln!(out);
+}
+
+/// The system's limits on threads, as one line.
+pub(crate) fn limits() -> String {
+    let read = |p: &str| std::fs::read_to_string(p).map_or("?".into(), |s| s.trim().to_string());
+    // SAFETY: a zeroed rlimit is valid, and getrlimit fills it.
+    let mut nproc: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid rlimit to fill.
+    unsafe { libc::getrlimit(libc::RLIMIT_NPROC, &mut nproc) };
+    let nproc = if nproc.rlim_cur == libc::RLIM_INFINITY { "unlimited".into() } else { nproc.rlim_cur.to_string() };
+    format!(
+        "kernel.pid_max {}, kernel.threads-max {}, vm.max_map_count {}, RLIMIT_NPROC {nproc}",
+        read("/proc/sys/kernel/pid_max"),
+        read("/proc/sys/kernel/threads-max"),
+        read("/proc/sys/vm/max_map_count")
+    )
+}
+
 /// The thread-list step's share of rawthread's spawn+join median.
 fn thread_list_share(r: &Results) -> f64 {
-    let round_trip = Stats::figure(&r.latency[RAWTHREAD], Figure::RoundTrip).map_or(f64::NAN, |s| s.median as f64);
+    let round_trip = Stats::figure(r.latency.of(RAWTHREAD), Figure::RoundTrip).map_or(f64::NAN, |s| s.median as f64);
     r.thread_list_ns / round_trip
 }
 
@@ -139,10 +266,10 @@ fn wrap(out: &mut String, text: &str, indent: &str, width: usize) {
 /// p10, median and p90 of the same ratio taken round by round (from each
 /// round's block medians): how far the noise moved it.
 fn goal_ratio(r: &Results, plan: &Plan) -> (f64, Option<[f64; 3]>) {
-    let median = |i: usize| Stats::figure(&r.latency[i], Figure::RoundTrip).map_or(f64::NAN, |s| s.median as f64);
+    let median = |i: usize| Stats::figure(r.latency.of(i), Figure::RoundTrip).map_or(f64::NAN, |s| s.median as f64);
     let overall = median(RAWTHREAD) / median(STD);
-    let rounds = block_medians(&r.latency[RAWTHREAD], plan.block);
-    let std = block_medians(&r.latency[STD], plan.block);
+    let rounds = block_medians(r.latency.of(RAWTHREAD), plan.block);
+    let std = block_medians(r.latency.of(STD), plan.block);
     let mut per_round: Vec<f64> = rounds.iter().zip(&std).map(|(&a, &b)| a as f64 / b as f64).collect();
     per_round.sort_by(f64::total_cmp);
     let rank = |p: f64| per_round[((p * per_round.len() as f64).ceil() as usize).clamp(1, per_round.len()) - 1];
@@ -248,18 +375,20 @@ pub(crate) fn summary(r: &Results, plan: &Plan) -> String {
             plan.rounds
         );
     }
-    let (raw, floor) = (median(&r.latency[RAWTHREAD]), median(&r.latency[FLOOR]));
+    let (raw, floor) = (median(r.latency.of(RAWTHREAD)), median(r.latency.of(FLOOR)));
     let _ = writeln!(
         out,
-        "  rawthread spawn+join {:.1} µs = {:.2}x the kernel floor ({:.1} µs); std::thread {:.1} µs",
+        "  rawthread spawn+join {:.1} µs = {:.2}x the kernel floor ({:.1} µs); std::thread {:.1} µs; pthread {:.1} µs",
         raw / 1e3,
         raw / floor,
         floor / 1e3,
-        median(&r.latency[STD]) / 1e3
+        median(r.latency.of(STD)) / 1e3,
+        median(r.latency.of(PTHREAD)) / 1e3
     );
-    if let Some((v, m)) = VARIANTS
-        .iter()
-        .zip(&r.latency)
+    if let Some((v, m)) = r
+        .latency
+        .rows()
+        .map(|(v, s)| (&VARIANTS[v], s))
         .filter(|(v, _)| v.group == Group::Process)
         .map(|(v, s)| (v, median(s)))
         .min_by(|a, b| a.1.total_cmp(&b.1))
@@ -283,20 +412,155 @@ pub(crate) fn summary(r: &Results, plan: &Plan) -> String {
         r.idle[0].total(),
         r.idle[1].total()
     );
+    if let [raw, std, pthread] = &r.live[..] {
+        let _ = writeln!(
+            out,
+            "  threads alive at once (64 KiB stacks): rawthread {}, std::thread {}, pthread {}",
+            raw.alive, std.alive, pthread.alive
+        );
+    }
+    let goals = goals(r);
+    let _ = writeln!(
+        out,
+        "\nGoals (issue 11), each a ratio measured in this run; a check is met when the ratio <= its target"
+    );
+    for goal in &goals {
+        let met = goal.checks.iter().all(|c| c.met());
+        let _ = writeln!(out, "  Goal {}: {} -- {}", goal.id, goal.title, if met { "met" } else { "NOT met" });
+        for c in &goal.checks {
+            let value = if c.value.is_nan() { "not measured".into() } else { format!("{:.2}", c.value) };
+            let _ = writeln!(
+                out,
+                "    [{:>7}] {:<84}{:>13}  <= {:.2}",
+                if c.met() { "met" } else { "NOT met" },
+                c.what,
+                value,
+                c.target
+            );
+        }
+    }
+    let all = goals.iter().all(|g| g.checks.iter().all(|c| c.met()));
+    let _ = writeln!(out, "  >> goals 1-3 {}", if all { "all met in this run" } else { "NOT all met in this run" });
     out
+}
+
+// ---------------------------------------------------------------------------
+// Goals
+// ---------------------------------------------------------------------------
+
+pub(crate) struct Check {
+    pub(crate) what: String,
+    pub(crate) value: f64,
+    pub(crate) target: f64,
+}
+
+impl Check {
+    fn met(&self) -> bool {
+        self.value <= self.target
+    }
+}
+
+pub(crate) struct Goal {
+    pub(crate) id: u32,
+    pub(crate) title: &'static str,
+    pub(crate) checks: Vec<Check>,
+}
+
+/// The conditions, by name, and their sections (the loaded one, if any).
+fn conditions(r: &Results) -> [(&'static str, Option<&Section>); 2] {
+    [("idle", Some(&r.latency)), ("under load", r.loaded.as_ref().map(|l| &l.section))]
+}
+
+/// `a / b` of a statistic of two variants in a section; NaN where missing.
+fn ratio_of(section: Option<&Section>, a: usize, b: usize, of: impl Fn(&Section, usize) -> Option<f64>) -> f64 {
+    section.and_then(|s| Some(of(s, a)? / of(s, b)?)).unwrap_or(f64::NAN)
+}
+
+fn median_of(figure: Figure) -> impl Fn(&Section, usize) -> Option<f64> {
+    move |s, v| Stats::figure(s.of(v), figure).map(|s| s.median as f64)
+}
+
+fn p99_of(s: &Section, v: usize) -> Option<f64> {
+    Stats::figure(s.of(v), Figure::RoundTrip).map(|s| s.p99 as f64)
+}
+
+fn cpu_of(s: &Section, v: usize) -> Option<f64> {
+    s.cpu_per_op(v)
+}
+
+pub(crate) fn goals(r: &Results) -> Vec<Goal> {
+    let [(_, idle), (_, loaded)] = conditions(r);
+    let mut g1 = Vec::new();
+    for (name, section, wall_target) in [("idle", idle, 0.85), ("under load", loaded, 1.00)] {
+        g1.push(Check {
+            what: format!("rawthread / pthread, spawn+join wall median, {name}"),
+            value: ratio_of(section, RAWTHREAD, PTHREAD, median_of(Figure::RoundTrip)),
+            target: wall_target,
+        });
+        g1.push(Check {
+            what: format!("rawthread / pthread, CPU per spawn+join, {name}"),
+            value: ratio_of(section, RAWTHREAD, PTHREAD, cpu_of),
+            target: 1.0,
+        });
+        g1.push(Check {
+            what: format!("rawthread / pthread, spawn+join p99, {name}"),
+            value: ratio_of(section, RAWTHREAD, PTHREAD, p99_of),
+            target: 1.0,
+        });
+    }
+    let g2 = vec![
+        Check {
+            what: "rawthread / pthread, spawn call -> child's first line of user code, median, idle".into(),
+            value: ratio_of(idle, RAWTHREAD, PTHREAD, median_of(Figure::ChildStart)),
+            target: 1.0,
+        },
+        Check {
+            what: "rawthread / kernel floor (rawthread's join), round trip median, idle".into(),
+            value: ratio_of(idle, RAWTHREAD, FLOOR, median_of(Figure::RoundTrip)),
+            target: 1.10,
+        },
+        Check {
+            what: "rawthread / kernel floor (plain futex join), round trip median, idle".into(),
+            value: ratio_of(idle, RAWTHREAD, FLOOR_FUTEX, median_of(Figure::RoundTrip)),
+            target: 1.10,
+        },
+    ];
+    let mut g3 = Vec::new();
+    for (name, section) in [("idle", idle), ("under load", loaded)] {
+        g3.push(Check {
+            what: format!("rawthread / rawthread sleep-at-once join, wall median, {name}"),
+            value: ratio_of(section, RAWTHREAD, RAWTHREAD_SLEEP, median_of(Figure::RoundTrip)),
+            target: 1.0,
+        });
+        g3.push(Check {
+            what: format!("rawthread / rawthread sleep-at-once join, CPU per spawn+join, {name}"),
+            value: ratio_of(section, RAWTHREAD, RAWTHREAD_SLEEP, cpu_of),
+            target: 1.0,
+        });
+    }
+    vec![
+        Goal { id: 1, title: "rawthread against pthread, idle and under load", checks: g1 },
+        Goal {
+            id: 2,
+            title: "the child's start against pthread's; the round trip against the kernel floor",
+            checks: g2,
+        },
+        Goal { id: 3, title: "a join policy that pays for itself: never dearer than sleeping at once", checks: g3 },
+    ]
 }
 
 // ---------------------------------------------------------------------------
 // results.json
 // ---------------------------------------------------------------------------
 
-pub(crate) fn results_json(r: &Results, meta: &Meta, plan: &Plan) -> Value {
-    let m = &meta.machine;
+/// One object per variant and figure of a section.
+fn latency_json(section: &Section) -> Vec<Value> {
     let mut latency = Vec::new();
     for figure in FIGURES {
-        let base = Stats::figure(&r.latency[RAWTHREAD], figure).map(|s| s.median as f64);
-        let floor = Stats::figure(&r.latency[FLOOR], figure).map(|s| s.median as f64);
-        for (v, samples) in VARIANTS.iter().zip(&r.latency) {
+        let median = |v: usize| Stats::figure(section.of(v), figure).map(|s| s.median as f64);
+        let (base, pthread, floor) = (median(RAWTHREAD), median(PTHREAD), median(FLOOR));
+        for (i, samples) in section.rows() {
+            let v = &VARIANTS[i];
             let Some(stats) = Stats::figure(samples, figure) else { continue };
             let mut o = stats.json();
             o["variant"] = json!(v.id);
@@ -309,12 +573,93 @@ pub(crate) fn results_json(r: &Results, meta: &Meta, plan: &Plan) -> Value {
             o["figure"] = json!(figure.id());
             o["figure_title"] = json!(figure.title());
             o["ratio_to_rawthread"] = json!(base.map(|b| stats.median as f64 / b));
+            o["ratio_to_pthread"] = json!(pthread.map(|b| stats.median as f64 / b));
             o["ratio_to_floor"] = json!(floor.map(|f| stats.median as f64 / f));
+            if figure == Figure::RoundTrip {
+                o["cpu_per_op"] = json!(section.cpu_per_op(i).map(|ns| ns / 1e3));
+                o["cpu_per_op_note"] = json!(
+                    "us of user + system CPU time of the whole process per spawn+join (getrusage RUSAGE_SELF around \
+                     each block of samples; for processes plus RUSAGE_CHILDREN), summed over the blocks and divided \
+                     by the samples"
+                );
+            }
             o["note"] = json!(v.note);
             latency.push(o);
         }
     }
+    latency
+}
+
+pub(crate) fn results_json(r: &Results, meta: &Meta, plan: &Plan) -> Value {
+    let m = &meta.machine;
+    let latency = latency_json(&r.latency);
     let (ratio, per_round) = goal_ratio(r, plan);
+    let loaded = match &r.loaded {
+        Some(l) => json!({
+            "competitors": l.competitors,
+            "what": "CPU-bound competitor processes (this executable re-run as a busy loop), one per usable CPU \
+                     but one, running through the whole section",
+            "load_average_at_end": l.load,
+            "rounds": plan.load_rounds, "block": plan.load_block,
+            "latency": latency_json(&l.section),
+        }),
+        None => json!({ "competitors": 0, "skipped": r.loaded_note }),
+    };
+    let phases: Vec<Value> = r
+        .phases
+        .iter()
+        .map(|t| {
+            let steps: Vec<Value> = t
+                .steps
+                .iter()
+                .map(|s| {
+                    json!({
+                        "from": format!("{:?}", s.from), "to": format!("{:?}", s.to),
+                        "from_name": s.from.name(), "to_name": s.to.name(),
+                        "label": step_label(s.from, s.to), "beside_the_path": s.beside,
+                        "median": us(s.median_ns), "ends_at_median": us(s.at_ns),
+                    })
+                })
+                .collect();
+            json!({
+                "variant": VARIANTS[t.variant].id, "label": VARIANTS[t.variant].label,
+                "samples": t.samples, "unit": "us", "round_trip_median": us(t.round_trip_ns), "phases": steps,
+            })
+        })
+        .collect();
+    let spawners: Vec<Value> = SPAWNER_VARIANTS
+        .iter()
+        .zip(&r.spawners)
+        .map(|((id, label, _), rates)| {
+            json!({
+                "variant": id, "label": label,
+                "rates": SPAWNERS.iter().zip(rates).map(|(n, rate)| json!({"spawners": n, "per_second": rate}))
+                    .collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let live: Vec<Value> = r
+        .live
+        .iter()
+        .map(|l: &Live| {
+            json!({
+                "variant": l.id, "label": l.label, "stack_kib": 64, "cap": l.cap,
+                "alive_at_once": l.alive, "stopped_by": l.stopped_by, "seconds": l.seconds,
+            })
+        })
+        .collect();
+    let goals: Vec<Value> = goals(r)
+        .iter()
+        .map(|g| {
+            json!({
+                "goal": g.id, "title": g.title, "met": g.checks.iter().all(Check::met),
+                "checks": g.checks.iter().map(|c| json!({
+                    "what": c.what, "ratio": (!c.value.is_nan()).then_some(c.value), "target_at_most": c.target,
+                    "met": c.met(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
 
     let mut growth = Vec::new();
     let mut slopes = Vec::new();
@@ -381,6 +726,9 @@ pub(crate) fn results_json(r: &Results, meta: &Meta, plan: &Plan) -> Value {
                 "growth_mib": plan.growth_mib, "growth_passes": plan.growth_passes,
                 "growth_samples": plan.growth_passes * plan.growth_rounds * plan.growth_block,
                 "idle_threads": plan.idle_threads, "idle_runs": plan.idle_reps,
+                "load_rounds": plan.load_rounds, "load_block": plan.load_block,
+                "phase_rounds": plan.phase_rounds, "phase_block": plan.phase_block,
+                "spawner_ms": plan.spawner_ms, "spawner_passes": plan.spawner_passes, "live_cap": plan.live_cap,
             },
         },
         "goal": {
@@ -391,6 +739,19 @@ pub(crate) fn results_json(r: &Results, meta: &Meta, plan: &Plan) -> Value {
             "per_round": per_round.map(|[p10, p50, p90]| json!({"p10": p10, "median": p50, "p90": p90})),
         },
         "latency": latency,
+        "loaded": loaded,
+        "phases": phases,
+        "spawners_at_once": {
+            "what": "spawns+joins per second of all spawners together; each spawner a std thread spawning and \
+                     joining an empty closure in a loop",
+            "ms_per_measurement": plan.spawner_ms, "passes": plan.spawner_passes, "reported": "median of the passes",
+            "variants": spawners,
+        },
+        "live_threads": { "limits": limits(), "variants": live },
+        "goals": {
+            "all_met": goals.iter().all(|g| g["met"] == json!(true)),
+            "goals": goals,
+        },
         "thread_list": {
             "what": "a thread put on glibc's _dl_stack_user and taken off, under _dl_stack_cache_lock, \
                      as every rawthread spawn and exit do",

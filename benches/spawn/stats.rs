@@ -140,3 +140,17 @@ pub(crate) fn fmt_us(ns: u64) -> String {
         format!("{v:.0}")
     }
 }
+
+/// User + system CPU time of this whole process (every thread, live or
+/// exited), and with `children` that of its reaped children too, ns.
+pub(crate) fn cpu_ns(children: bool) -> u64 {
+    fn of(who: libc::c_int) -> u64 {
+        // SAFETY: a zeroed rusage is valid, and getrusage fills it.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid rusage to fill, for a valid `who`.
+        unsafe { libc::getrusage(who, &mut usage) };
+        let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+        ns(usage.ru_utime) + ns(usage.ru_stime)
+    }
+    of(libc::RUSAGE_SELF) + if children { of(libc::RUSAGE_CHILDREN) } else { 0 }
+}

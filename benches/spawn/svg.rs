@@ -7,11 +7,14 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
+use rawthread::bench::Phase;
+
 use crate::Results;
 use crate::growth::{SamplesOf, growth_slope};
 use crate::idle::Footprint;
+use crate::spawners::{SPAWNER_VARIANTS, SPAWNERS};
 use crate::stats::{Figure, Sample, Stats, fmt_us, us};
-use crate::variants::{Group, VARIANTS};
+use crate::variants::{Group, Section, VARIANTS};
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 type Res = Result<(), Box<dyn Error>>;
@@ -22,13 +25,25 @@ const EXEC: RGBColor = RGBColor(130, 130, 130);
 const FONT: &str = "sans-serif";
 
 pub(crate) fn write(path: &Path, r: &Results) -> Res {
-    let root = SVGBackend::new(path, (1200, 1500)).into_drawing_area();
+    let loaded_h = if r.loaded.is_some() { 480 } else { 0 };
+    let root = SVGBackend::new(path, (1200, 3260 - (480 - loaded_h))).into_drawing_area();
     root.fill(&WHITE)?;
-    let (latency, rest) = root.split_vertically(640);
-    let (growth, idle) = rest.split_vertically(540);
-    draw_latency(&root, &latency, r)?;
+    let (latency, rest) = root.split_vertically(700);
+    let (loaded, rest) = rest.split_vertically(loaded_h);
+    let (phases, rest) = rest.split_vertically(520);
+    let (spawners, rest) = rest.split_vertically(420);
+    let (growth, rest) = rest.split_vertically(540);
+    let (idle, live) = rest.split_vertically(320);
+    draw_latency(&root, &latency, &r.latency, "Spawn + join round trip, per variant, idle")?;
+    if let Some(l) = &r.loaded {
+        let caption = format!("The thread variants under load: {} CPU-bound competitor(s) running", l.competitors);
+        draw_latency(&root, &loaded, &l.section, &caption)?;
+    }
+    draw_phases(&root, &phases, r)?;
+    draw_spawners(&spawners, r)?;
     draw_growth(&growth, r)?;
     draw_idle(&root, &idle, r)?;
+    draw_live(&root, &live, r)?;
     root.present()?;
     Ok(())
 }
@@ -74,16 +89,18 @@ fn row_label(root: &Area, at: (i32, i32), text: &str) -> Res {
 
 /// Round trip of every variant: box p10-p90, median bar, whisker to
 /// p99, circle at the max.
-fn draw_latency(root: &Area, area: &Area, r: &Results) -> Res {
-    let rows: Vec<_> =
-        VARIANTS.iter().zip(&r.latency).filter_map(|(v, s)| Some((v, Stats::figure(s, Figure::RoundTrip)?))).collect();
+fn draw_latency(root: &Area, area: &Area, section: &Section, caption: &str) -> Res {
+    let rows: Vec<_> = section
+        .rows()
+        .filter_map(|(v, s)| Some((&VARIANTS[v], Stats::figure(s, Figure::RoundTrip)?, section.cpu_per_op(v))))
+        .collect();
     let n = rows.len();
     let (lo, hi) = decades(
-        rows.iter().map(|(_, s)| us(s.p10)).fold(f64::INFINITY, f64::min),
-        rows.iter().map(|(_, s)| us(s.max)).fold(0.0, f64::max) * 1.5,
+        rows.iter().map(|(_, s, _)| us(s.p10)).fold(f64::INFINITY, f64::min),
+        rows.iter().map(|(_, s, _)| us(s.max)).fold(0.0, f64::max) * 1.5,
     );
     let mut chart = ChartBuilder::on(area)
-        .caption(format!("Spawn + join round trip, per variant ({} samples each)", rows[0].1.n), (FONT, 26))
+        .caption(format!("{caption} ({} samples each)", rows[0].1.n), (FONT, 24))
         .margin(15)
         .x_label_area_size(50)
         .y_label_area_size(270)
@@ -97,7 +114,7 @@ fn draw_latency(root: &Area, area: &Area, r: &Results) -> Res {
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 15))
         .draw()?;
-    for (i, (v, s)) in rows.iter().enumerate() {
+    for (i, (v, s, cpu)) in rows.iter().enumerate() {
         let y = (n - 1 - i) as f64;
         let color = group_color(v.group);
         let (p10, median, p90, p99, max) = (us(s.p10), us(s.median), us(s.p90), us(s.p99), us(s.max));
@@ -109,7 +126,8 @@ fn draw_latency(root: &Area, area: &Area, r: &Results) -> Res {
         chart.draw_series([PathElement::new(vec![(median, y - 0.3), (median, y + 0.3)], BLACK.stroke_width(3))])?;
         chart.draw_series([Circle::new((max, y), 4, color.stroke_width(2))])?;
         let label = TextStyle::from((FONT, 12).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
-        chart.draw_series([Text::new(format!("{} µs", fmt_us(s.median)), (median, y + 0.32), label)])?;
+        let cpu = cpu.map_or(String::new(), |c| format!(", CPU {} µs", fmt_us(c as u64)));
+        chart.draw_series([Text::new(format!("{} µs{cpu}", fmt_us(s.median)), (median, y + 0.32), label)])?;
         row_label(root, chart.backend_coord(&(lo, y)), v.label)?;
     }
     for (name, color) in [("threads", THREAD), ("processes", PROCESS), ("process + exec", EXEC)] {
@@ -235,4 +253,147 @@ fn draw_idle(root: &Area, area: &Area, r: &Results) -> Res {
             .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], color.filled()));
     }
     legend(&mut chart, SeriesLabelPosition::UpperRight)
+}
+
+/// The colour of a phase, by the boundary it ends at.
+fn phase_color(to: Phase) -> RGBColor {
+    match to {
+        Phase::Entry => RGBColor(200, 200, 200),
+        Phase::BlockReady => RGBColor(31, 119, 180),
+        Phase::BeforeClone => RGBColor(120, 170, 220),
+        Phase::ChildFirst => RGBColor(230, 120, 20),
+        Phase::ClosureStart => RGBColor(250, 190, 60),
+        Phase::ClosureEnd => RGBColor(60, 160, 60),
+        Phase::ChildExit => RGBColor(150, 100, 190),
+        Phase::Woken => RGBColor(210, 60, 60),
+        Phase::Joined => RGBColor(140, 140, 140),
+        _ => RGBColor(90, 90, 90),
+    }
+}
+
+/// A stacked bar per variant: the medians of its phases along the path,
+/// in order; a thin line under it for the creator's side.
+fn draw_phases(root: &Area, area: &Area, r: &Results) -> Res {
+    let n = r.phases.len();
+    if n == 0 {
+        return Ok(());
+    }
+    let path_sum = |t: &crate::phases::Timeline| t.steps.iter().filter(|s| !s.beside).map(|s| us(s.median_ns)).sum();
+    let x_max = r.phases.iter().map(path_sum).fold(1.0, f64::max) * 1.25;
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            format!(
+                "Where the time goes: median per phase, one spawn + join ({} armed samples each)",
+                r.phases[0].samples
+            ),
+            (FONT, 24),
+        )
+        .margin(15)
+        .x_label_area_size(50)
+        .y_label_area_size(270)
+        .build_cartesian_2d(0.0..x_max, -0.6..n as f64 - 0.4)?;
+    chart
+        .configure_mesh()
+        .y_labels(0)
+        .disable_y_mesh()
+        .x_desc("µs from the spawn call  —  bars: the child's path, phase by phase; thin line: clone until it returns")
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 15))
+        .draw()?;
+    let mut legend_seen: Vec<Phase> = Vec::new();
+    for (i, t) in r.phases.iter().enumerate() {
+        let y = (n - 1 - i) as f64;
+        let mut x = 0.0;
+        for step in t.steps.iter().filter(|s| !s.beside) {
+            let w = us(step.median_ns);
+            let color = phase_color(step.to);
+            let bar = chart.draw_series([Rectangle::new([(x, y - 0.3), (x + w, y + 0.3)], color.filled())])?;
+            if !legend_seen.contains(&step.to) {
+                legend_seen.push(step.to);
+                bar.label(format!("-> {}", step.to.name()))
+                    .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], color.filled()));
+            }
+            x += w;
+        }
+        if let Some(clone) = t.steps.iter().find(|s| s.beside && s.to == Phase::CloneReturned) {
+            let start = us(clone.at_ns.saturating_sub(clone.median_ns));
+            chart.draw_series([PathElement::new(
+                vec![(start, y - 0.38), (start + us(clone.median_ns), y - 0.38)],
+                BLACK.stroke_width(2),
+            )])?;
+        }
+        let style = TextStyle::from((FONT, 13).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+        chart.draw_series([Text::new(format!("{} µs", fmt_us((x * 1e3) as u64)), (x + x_max * 0.005, y), style)])?;
+        row_label(root, chart.backend_coord(&(0.0, y)), VARIANTS[t.variant].label)?;
+    }
+    legend(&mut chart, SeriesLabelPosition::LowerRight)
+}
+
+/// Spawns+joins per second against the number of spawners.
+fn draw_spawners(area: &Area, r: &Results) -> Res {
+    let y_max = r.spawners.iter().flatten().copied().fold(1.0, f64::max) * 1.3;
+    let mut chart = ChartBuilder::on(area)
+        .caption("Spawners at once: spawns + joins per second, all spawners together", (FONT, 24))
+        .margin(15)
+        .margin_left(60)
+        .x_label_area_size(50)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.5..8.5, 0.0..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("threads spawning and joining at once")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_desc("spawns + joins per second")
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 15))
+        .draw()?;
+    let colors = [RGBColor(31, 119, 180), RGBColor(60, 160, 60), RGBColor(230, 120, 20)];
+    for (((_, label, _), rates), color) in SPAWNER_VARIANTS.iter().zip(&r.spawners).zip(colors) {
+        let points: Vec<(f64, f64)> = SPAWNERS.iter().zip(rates).map(|(&n, &r)| (n as f64, r)).collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+            .label(*label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+    }
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
+}
+
+/// Bars: the most threads alive at once, with what stopped each.
+fn draw_live(root: &Area, area: &Area, r: &Results) -> Res {
+    let n = r.live.len();
+    if n == 0 {
+        return Ok(());
+    }
+    let x_max = r.live.iter().map(|l| l.alive as f64).fold(1.0, f64::max) * 1.9;
+    let mut chart = ChartBuilder::on(area)
+        .caption("Most threads alive at once (64 KiB stacks), and what stopped each", (FONT, 24))
+        .margin(15)
+        .x_label_area_size(50)
+        .y_label_area_size(270)
+        .build_cartesian_2d(0.0..x_max, -0.6..n as f64 - 0.4)?;
+    chart
+        .configure_mesh()
+        .y_labels(0)
+        .disable_y_mesh()
+        .x_desc("threads alive at once, each variant in a child process")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 15))
+        .draw()?;
+    for (i, l) in r.live.iter().enumerate() {
+        let y = (n - 1 - i) as f64;
+        let w = l.alive as f64;
+        chart.draw_series([Rectangle::new([(0.0, y - 0.3), (w, y + 0.3)], THREAD.mix(0.6).filled())])?;
+        let mut why = l.stopped_by.clone();
+        if why.len() > 70 {
+            why.truncate(why.char_indices().take_while(|(i, _)| *i < 67).last().map_or(0, |(i, c)| i + c.len_utf8()));
+            why.push_str("...");
+        }
+        let style = TextStyle::from((FONT, 13).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+        chart.draw_series([Text::new(format!("{}: {why}", l.alive), (w + x_max * 0.005, y), style)])?;
+        row_label(root, chart.backend_coord(&(0.0, y)), l.label)?;
+    }
+    Ok(())
 }

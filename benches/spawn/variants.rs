@@ -5,15 +5,14 @@
 use std::ffi::{c_char, c_int, c_void};
 use std::io;
 use std::ptr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
-use rawthread::bench::{KernelFloor, now_ns};
+use rawthread::bench::{KernelFloor, Phase, now_ns};
 
 use crate::PAGE;
 use crate::mapping::Mapping;
-use crate::options::Plan;
 use crate::progress::Progress;
-use crate::stats::{Figure, Sample, Stats};
+use crate::stats::{Figure, Sample, Stats, cpu_ns};
 
 /// What the variants need beyond their code, made once.
 pub(crate) struct Ctx {
@@ -58,13 +57,23 @@ pub(crate) struct Variant {
 
 /// The variants the others are compared with, by position in `VARIANTS`.
 pub(crate) const RAWTHREAD: usize = 0;
-pub(crate) const FLOOR: usize = 2;
-pub(crate) const STD: usize = 3;
+pub(crate) const RAWTHREAD_SLEEP: usize = 2;
+pub(crate) const FLOOR: usize = 3;
+pub(crate) const FLOOR_FUTEX: usize = 4;
+pub(crate) const STD: usize = 5;
+pub(crate) const PTHREAD: usize = 6;
 const _: () = assert!(matches!(VARIANTS[RAWTHREAD].label.as_bytes(), b"rawthread::spawn + join"));
+const _: () = assert!(matches!(VARIANTS[RAWTHREAD_SLEEP].label.as_bytes(), b"rawthread, sleep-at-once join"));
 const _: () = assert!(matches!(VARIANTS[FLOOR].label.as_bytes(), b"kernel floor (bare clone)"));
+const _: () = assert!(matches!(VARIANTS[FLOOR_FUTEX].label.as_bytes(), b"kernel floor, futex join"));
 const _: () = assert!(matches!(VARIANTS[STD].label.as_bytes(), b"std::thread::spawn + join"));
+const _: () = assert!(matches!(VARIANTS[PTHREAD].label.as_bytes(), b"pthread_create + pthread_join"));
 
-pub(crate) const VARIANTS: [Variant; 10] = [
+/// The thread variants measured again under load, and the ones whose
+/// phases are stamped.
+pub(crate) const LOADED: [usize; 6] = [RAWTHREAD, RAWTHREAD_SLEEP, FLOOR, FLOOR_FUTEX, STD, PTHREAD];
+
+pub(crate) const VARIANTS: [Variant; 12] = [
     Variant {
         id: "rawthread",
         label: "rawthread::spawn + join",
@@ -81,12 +90,29 @@ pub(crate) const VARIANTS: [Variant; 10] = [
         run: rawthread_64k,
     },
     Variant {
+        id: "rawthread_sleep",
+        label: "rawthread, sleep-at-once join",
+        group: Group::Thread,
+        note: "rawthread::spawn, then the benchmark itself sleeps at once on the handle's tid word (shared \
+               FUTEX_WAIT, no spin) until the kernel clears it, then join() (which returns at once): \
+               what rawthread's join would cost if it never spun",
+        run: rawthread_sleep,
+    },
+    Variant {
         id: "kernel_floor",
         label: "kernel floor (bare clone)",
         group: Group::Thread,
         note: "rawthread::bench::KernelFloor: one clone with thread flags on a reused stack, no TLS, no thread block, \
                rawthread's join (spin, then futex): what the kernel alone charges for a thread",
         run: kernel_floor,
+    },
+    Variant {
+        id: "kernel_floor_futex",
+        label: "kernel floor, futex join",
+        group: Group::Thread,
+        note: "the same floor thread, joined by KernelFloor::join_sleeping: a plain shared futex wait at once, \
+               no spin",
+        run: kernel_floor_futex,
     },
     Variant {
         id: "std_thread",
@@ -143,19 +169,33 @@ pub(crate) const VARIANTS: [Variant; 10] = [
 
 /// Times one thread: `spawn` starts it (its body calls [`stamp`] first),
 /// `join` waits for it.
+/// The phase stamps, recorded only in samples that the phase part arms,
+/// cost the others one relaxed load each.
 fn time_thread<H>(spawn: impl FnOnce() -> H, join: impl FnOnce(H)) -> Sample {
     THREAD_STAMP.store(0, Ordering::Relaxed);
+    rawthread::bench::stamp(Phase::Call);
     let t0 = now_ns();
     let handle = spawn();
     let t1 = now_ns();
+    rawthread::bench::stamp(Phase::Returned);
     join(handle);
     let t2 = now_ns();
+    rawthread::bench::stamp(Phase::Joined);
     Sample::new(t0, t1, t2, Some(THREAD_STAMP.load(Ordering::Acquire)))
 }
 
-/// The body of every thread variant.
+/// The body of the rawthread variants, whose closure boundaries rawthread
+/// stamps itself.
 fn stamp() {
     THREAD_STAMP.store(now_ns(), Ordering::Release);
+}
+
+/// The body of the pthread and std variants: the same, between the
+/// closure's phase stamps.
+fn stamp_marked() {
+    rawthread::bench::stamp(Phase::ClosureStart);
+    THREAD_STAMP.store(now_ns(), Ordering::Release);
+    rawthread::bench::stamp(Phase::ClosureEnd);
 }
 
 pub(crate) fn rawthread_default(_: &mut Ctx) -> Sample {
@@ -167,6 +207,35 @@ fn rawthread_64k(_: &mut Ctx) -> Sample {
         || rawthread::Builder::new().stack_size(64 << 10).spawn(stamp).expect("rawthread spawn"),
         |h| h.join().expect("rawthread child panicked"),
     )
+}
+
+fn rawthread_sleep(_: &mut Ctx) -> Sample {
+    time_thread(
+        || rawthread::spawn(stamp),
+        |h| {
+            // SAFETY: the tid word is an aligned i32 in the TCB of the
+            // region the handle owns, mapped until the handle is joined
+            // below; only the kernel writes it.
+            let word = unsafe { &*(h.layout().tid_word as *const AtomicI32) };
+            sleep_until_zero(word);
+            rawthread::bench::stamp(Phase::Woken);
+            h.join().expect("rawthread child panicked")
+        },
+    )
+}
+
+/// A plain join: a shared futex wait at once (the kernel's wake at a
+/// thread's exit is shared), looked at again after every wake-up.
+pub(crate) fn sleep_until_zero(word: &AtomicI32) {
+    loop {
+        let tid = word.load(Ordering::Acquire);
+        if tid == 0 {
+            return;
+        }
+        // SAFETY: a valid, aligned i32 for the duration of the call; a
+        // null timeout sleeps until a wake (or a signal: we look again).
+        unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, tid, ptr::null::<libc::timespec>()) };
+    }
 }
 
 fn kernel_floor(ctx: &mut Ctx) -> Sample {
@@ -182,12 +251,24 @@ fn kernel_floor(ctx: &mut Ctx) -> Sample {
     )
 }
 
+fn kernel_floor_futex(ctx: &mut Ctx) -> Sample {
+    let floor = &mut ctx.floor;
+    time_thread(
+        || {
+            // SAFETY: as in kernel_floor.
+            unsafe { floor.spawn(&THREAD_STAMP) }.expect("kernel floor clone");
+            floor
+        },
+        |floor| floor.join_sleeping(),
+    )
+}
+
 fn std_thread(_: &mut Ctx) -> Sample {
-    time_thread(|| std::thread::spawn(stamp), |h| h.join().expect("std child panicked"))
+    time_thread(|| std::thread::spawn(stamp_marked), |h| h.join().expect("std child panicked"))
 }
 
 extern "C" fn pthread_child(_: *mut c_void) -> *mut c_void {
-    stamp();
+    stamp_marked();
     ptr::null_mut()
 }
 
@@ -326,29 +407,107 @@ fn posix_spawn(_: &mut Ctx) -> Sample {
 }
 
 // ---------------------------------------------------------------------------
-// Part 1: latency, interleaved
+// Part 1 (and 4): latency, interleaved
 // ---------------------------------------------------------------------------
 
-/// Samples of every variant (index as in `VARIANTS`), in the order taken:
-/// sample `r * block + i` is the `i`th of round `r`.
-pub(crate) fn measure_latency(ctx: &mut Ctx, plan: &Plan, progress: &Progress) -> Vec<Vec<Sample>> {
-    let mut samples: Vec<Vec<Sample>> = VARIANTS.iter().map(|_| Vec::with_capacity(plan.rounds * plan.block)).collect();
-    for round in 0..plan.rounds {
-        progress.show(format_args!("latency: round {}/{}", round + 1, plan.rounds));
+/// The samples of some variants, measured together, and the CPU they took.
+pub(crate) struct Section {
+    /// Indices into `VARIANTS`, in the order of `samples` and `cpu_ns`.
+    pub(crate) variants: Vec<usize>,
+    pub(crate) samples: Vec<Vec<Sample>>,
+    /// User + system CPU time of the whole process over each variant's
+    /// samples (getrusage around every block), and for processes that of
+    /// the reaped children too, ns.
+    pub(crate) cpu_ns: Vec<u64>,
+}
+
+impl Section {
+    fn position(&self, variant: usize) -> Option<usize> {
+        self.variants.iter().position(|&v| v == variant)
+    }
+
+    /// The samples of `VARIANTS[variant]`; empty if it was not measured.
+    pub(crate) fn of(&self, variant: usize) -> &[Sample] {
+        self.position(variant).map_or(&[], |i| &self.samples[i])
+    }
+
+    /// CPU time per spawn+join of `VARIANTS[variant]`, ns.
+    pub(crate) fn cpu_per_op(&self, variant: usize) -> Option<f64> {
+        let i = self.position(variant)?;
+        (!self.samples[i].is_empty()).then(|| self.cpu_ns[i] as f64 / self.samples[i].len() as f64)
+    }
+
+    /// `(variant index, samples)`, in `VARIANTS` order.
+    pub(crate) fn rows(&self) -> impl Iterator<Item = (usize, &[Sample])> {
+        let mut order: Vec<usize> = (0..self.variants.len()).collect();
+        order.sort_by_key(|&i| self.variants[i]);
+        order.into_iter().map(|i| (self.variants[i], self.samples[i].as_slice()))
+    }
+}
+
+/// Samples of every variant in `which`, in the order taken: sample
+/// `r * block + i` is the `i`th of round `r`.
+pub(crate) fn measure_latency(
+    ctx: &mut Ctx,
+    which: &[usize],
+    rounds: usize,
+    block: usize,
+    what: &str,
+    progress: &Progress,
+) -> Section {
+    let mut samples: Vec<Vec<Sample>> = which.iter().map(|_| Vec::with_capacity(rounds * block)).collect();
+    let mut cpu = vec![0; which.len()];
+    for round in 0..rounds {
+        progress.show(format_args!("{what}: round {}/{rounds}", round + 1));
         // Rotate who goes first: what a variant leaves behind (fork's
         // write-protected pages, a cold cache) falls on a different
         // successor each round.
-        for k in 0..VARIANTS.len() {
-            let i = (round + k) % VARIANTS.len();
-            for _ in 0..plan.block {
-                samples[i].push((VARIANTS[i].run)(ctx));
+        for k in 0..which.len() {
+            let i = (round + k) % which.len();
+            let variant = &VARIANTS[which[i]];
+            let children = variant.group != Group::Thread;
+            let before = cpu_ns(children);
+            for _ in 0..block {
+                samples[i].push((variant.run)(ctx));
             }
+            cpu[i] += cpu_ns(children) - before;
         }
     }
-    samples
+    Section { variants: which.to_vec(), samples, cpu_ns: cpu }
 }
 
 /// The median of each round's block, for per-round ratios.
 pub(crate) fn block_medians(samples: &[Sample], block: usize) -> Vec<u64> {
     samples.chunks(block).filter_map(|c| Stats::figure(c, Figure::RoundTrip)).map(|s| s.median).collect()
+}
+
+// ---------------------------------------------------------------------------
+// Part 5: phases
+// ---------------------------------------------------------------------------
+
+/// The stamps of one armed spawn+join, by `Phase as usize`.
+pub(crate) type Stamps = [Option<u64>; Phase::COUNT];
+
+/// Armed samples of each variant in `which`, interleaved like the latency
+/// part: `rounds` rounds of `block` in a row each.
+pub(crate) fn measure_phases(
+    ctx: &mut Ctx,
+    which: &[usize],
+    rounds: usize,
+    block: usize,
+    progress: &Progress,
+) -> Vec<Vec<Stamps>> {
+    let mut out: Vec<Vec<Stamps>> = which.iter().map(|_| Vec::with_capacity(rounds * block)).collect();
+    for round in 0..rounds {
+        progress.show(format_args!("phases: round {}/{rounds}", round + 1));
+        for k in 0..which.len() {
+            let i = (round + k) % which.len();
+            for _ in 0..block {
+                rawthread::bench::arm();
+                (VARIANTS[which[i]].run)(ctx);
+                out[i].push(rawthread::bench::disarm());
+            }
+        }
+    }
+    out
 }

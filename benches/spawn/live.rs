@@ -1,0 +1,171 @@
+//! Part 7: the most threads alive at once, before the first error.
+//!
+//! Each variant runs in a child process (this executable again, see
+//! `load.rs`): it spawns threads with 64 KiB stacks that park forever,
+//! one at a time, each waited for until it runs, and writes the count
+//! after every one, until the cap or the first error. Then it leaves with
+//! `_exit`, which ends every thread at once; a variant that aborts the
+//! process takes only the child with it, and the last count it wrote and
+//! the tail of its stderr say how far it got and why. An `alarm` bounds
+//! the child's time.
+
+use std::ffi::CStr;
+use std::io::{self, Write as _};
+use std::process::Stdio;
+use std::ptr;
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::load::child_command;
+
+const STACK: usize = 64 << 10;
+/// Seconds before the kernel ends a child that got stuck.
+const CHILD_ALARM_S: u32 = 90;
+
+/// The variants: (id, label).
+pub(crate) const LIVE_VARIANTS: [(&str, &str); 3] = [
+    ("rawthread", "rawthread, 64 KiB stacks"),
+    ("std_thread", "std::thread, 64 KiB stacks"),
+    ("pthread", "pthread_create, 64 KiB stacks"),
+];
+
+pub(crate) struct Live {
+    pub(crate) id: &'static str,
+    pub(crate) label: &'static str,
+    pub(crate) cap: usize,
+    /// Threads alive at once when it stopped.
+    pub(crate) alive: usize,
+    /// Why it stopped: the cap, the spawn's error, or how the process died.
+    pub(crate) stopped_by: String,
+    pub(crate) seconds: f64,
+}
+
+/// Runs every variant's child, one after the other.
+pub(crate) fn measure_live(cap: usize, progress: &crate::progress::Progress) -> Vec<Live> {
+    LIVE_VARIANTS
+        .iter()
+        .map(|&(id, label)| {
+            progress.show(format_args!("threads alive at once: {label} (up to {cap})"));
+            let start = Instant::now();
+            let (alive, stopped_by) = run_child(id, cap).unwrap_or_else(|e| (0, format!("could not run: {e}")));
+            // Let the kernel finish tearing down the child's threads
+            // before the next variant counts against the same limits.
+            std::thread::sleep(Duration::from_millis(200));
+            Live { id, label, cap, alive, stopped_by, seconds: start.elapsed().as_secs_f64() }
+        })
+        .collect()
+}
+
+fn run_child(id: &str, cap: usize) -> io::Result<(usize, String)> {
+    let out = child_command(&format!("live:{id}:{cap}"))?.stdout(Stdio::piped()).stderr(Stdio::piped()).output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let alive = stdout.lines().rev().find_map(|l| l.strip_prefix("alive ")?.parse().ok()).unwrap_or(0);
+    let error = stdout.lines().find_map(|l| l.strip_prefix("error ")).map(str::to_string);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tail = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+    use std::os::unix::process::ExitStatusExt as _;
+    let stopped_by = match (error, out.status.signal()) {
+        (_, Some(signal)) => {
+            // SAFETY: strsignal returns a pointer to a static or
+            // thread-local NUL-terminated string, read at once.
+            let name = unsafe { CStr::from_ptr(libc::strsignal(signal)) }.to_string_lossy().into_owned();
+            format!("process aborted: signal {signal} ({name}); stderr: {tail:?}")
+        }
+        (Some(error), None) => error,
+        (None, None) if stdout.lines().any(|l| l == "done") => format!("reached the cap ({cap})"),
+        (None, None) => format!("child ended without a verdict: {}; stderr: {tail:?}", out.status),
+    };
+    Ok((alive, stopped_by))
+}
+
+// ---------------------------------------------------------------------------
+// The child
+// ---------------------------------------------------------------------------
+
+/// Threads that have started.
+static STARTED: AtomicUsize = AtomicUsize::new(0);
+/// The word every thread sleeps on; nobody ever changes it.
+static PARK: AtomicI32 = AtomicI32::new(0);
+
+fn park_forever() {
+    STARTED.fetch_add(1, Ordering::Release);
+    loop {
+        // SAFETY: a valid, aligned i32 for the call; a null timeout sleeps
+        // until a wake that never comes (or a signal: sleep again).
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                PARK.as_ptr(),
+                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                0,
+                ptr::null::<libc::timespec>(),
+            )
+        };
+    }
+}
+
+extern "C" fn pthread_park(_: *mut libc::c_void) -> *mut libc::c_void {
+    park_forever();
+    ptr::null_mut()
+}
+
+fn spawn_one(id: &str) -> Result<(), String> {
+    match id {
+        "rawthread" => match rawthread::Builder::new().stack_size(STACK).spawn(park_forever) {
+            // Detached: it parks forever all the same.
+            Ok(handle) => drop(handle),
+            Err(e) => return Err(e.to_string()),
+        },
+        "std_thread" => match std::thread::Builder::new().stack_size(STACK).spawn(park_forever) {
+            Ok(handle) => drop(handle),
+            Err(e) => return Err(e.to_string()),
+        },
+        "pthread" => {
+            // SAFETY: a zeroed attr is initialised by pthread_attr_init
+            // before use, and destroyed after.
+            let mut attr: libc::pthread_attr_t = unsafe { std::mem::zeroed() };
+            let mut thread: libc::pthread_t = 0;
+            // SAFETY: a valid attr, initialised, then a valid thread and
+            // start routine; the attr is destroyed once the create is done.
+            let rc = unsafe {
+                libc::pthread_attr_init(&mut attr);
+                libc::pthread_attr_setstacksize(&mut attr, STACK);
+                let rc = libc::pthread_create(&mut thread, &attr, pthread_park, ptr::null_mut());
+                libc::pthread_attr_destroy(&mut attr);
+                rc
+            };
+            if rc != 0 {
+                return Err(io::Error::from_raw_os_error(rc).to_string());
+            }
+            // SAFETY: a joinable thread we made and never join.
+            unsafe { libc::pthread_detach(thread) };
+        }
+        other => return Err(format!("unknown variant {other:?}")),
+    }
+    Ok(())
+}
+
+/// `args`: `<variant>:<cap>`. Never returns.
+pub(crate) fn child(args: &str) -> ! {
+    // SAFETY: alarm has no preconditions; its SIGALRM ends this process.
+    unsafe { libc::alarm(CHILD_ALARM_S) };
+    let (id, cap) = args.split_once(':').unwrap_or((args, "0"));
+    let cap: usize = cap.parse().unwrap_or(0);
+    let mut out = io::stdout().lock();
+    for n in 1..=cap {
+        if let Err(e) = spawn_one(id) {
+            let _ = writeln!(out, "error {e}");
+            break;
+        }
+        // Alive, not merely spawned: the thread has run.
+        while STARTED.load(Ordering::Acquire) < n {
+            std::thread::yield_now();
+        }
+        let _ = writeln!(out, "alive {n}");
+    }
+    let _ = writeln!(out, "done");
+    let _ = out.flush();
+    // SAFETY: ends the process and every thread in it, at once, with no
+    // atexit handlers and no destructors.
+    unsafe { libc::_exit(0) }
+}
