@@ -71,11 +71,40 @@ fn run_child(id: &str, cap: usize) -> io::Result<(usize, String)> {
             let name = unsafe { CStr::from_ptr(libc::strsignal(signal)) }.to_string_lossy().into_owned();
             format!("process aborted: signal {signal} ({name}); stderr: {tail:?}")
         }
-        (Some(error), None) => error,
+        (Some(error), None) => format!("{error}; {}", which_limit(&stdout)),
         (None, None) if stdout.lines().any(|l| l == "done") => format!("reached the cap ({cap})"),
         (None, None) => format!("child ended without a verdict: {}; stderr: {tail:?}", out.status),
     };
     Ok((alive, stopped_by))
+}
+
+/// Names the limit the child was at when its spawn failed, from the
+/// mappings and tasks it counted then.
+fn which_limit(stdout: &str) -> String {
+    let field = |key: &str| stdout.lines().find_map(|l| l.strip_prefix(key)?.trim().parse::<u64>().ok());
+    let sysctl = |path: &str| std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse::<u64>().ok());
+    let (maps, tasks) = (field("maps "), field("tasks "));
+    let (max_maps, pid_max, threads_max) = (
+        sysctl("/proc/sys/vm/max_map_count"),
+        sysctl("/proc/sys/kernel/pid_max"),
+        sysctl("/proc/sys/kernel/threads-max"),
+    );
+    let near =
+        |have: Option<u64>, max: Option<u64>, slack: u64| matches!((have, max), (Some(h), Some(m)) if h + slack >= m);
+    let seen = format!(
+        "{} mappings in the child, {} tasks on the system",
+        maps.map_or("?".into(), |m| m.to_string()),
+        tasks.map_or("?".into(), |t| t.to_string())
+    );
+    if near(maps, max_maps, 8) {
+        format!("limit: vm.max_map_count ({}; {seen})", max_maps.unwrap_or(0))
+    } else if near(tasks, pid_max, 256) {
+        format!("limit: kernel.pid_max ({}; {seen})", pid_max.unwrap_or(0))
+    } else if near(tasks, threads_max, 256) {
+        format!("limit: kernel.threads-max ({}; {seen})", threads_max.unwrap_or(0))
+    } else {
+        format!("limit not identified ({seen})")
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -155,6 +184,12 @@ pub(crate) fn child(args: &str) -> ! {
     for n in 1..=cap {
         if let Err(e) = spawn_one(id) {
             let _ = writeln!(out, "error {e}");
+            // What the limits are measured against, right at the failure.
+            let maps = std::fs::read_to_string("/proc/self/maps").map_or(0, |m| m.lines().count());
+            // The 4th field of /proc/loadavg: running/total tasks.
+            let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+            let tasks = loadavg.split_whitespace().nth(3).and_then(|f| f.split_once('/')).map_or("?", |(_, t)| t);
+            let _ = writeln!(out, "maps {maps}\ntasks {tasks}");
             break;
         }
         // Alive, not merely spawned: the thread has run.

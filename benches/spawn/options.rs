@@ -95,7 +95,7 @@ pub(crate) const FULL: Plan = Plan {
     growth_block: 4,
     idle_threads: 1000,
     idle_reps: 5,
-    load_rounds: 200,
+    load_rounds: 500,
     load_block: 20,
     phase_rounds: 100,
     phase_block: 10,

@@ -130,6 +130,10 @@ fn draw_latency(root: &Area, area: &Area, section: &Section, caption: &str) -> R
         chart.draw_series([Text::new(format!("{} µs{cpu}", fmt_us(s.median)), (median, y + 0.32), label)])?;
         row_label(root, chart.backend_coord(&(lo, y)), v.label)?;
     }
+    // Only threads (the loaded section): no legend needed.
+    if rows.iter().all(|(v, _, _)| v.group == Group::Thread) {
+        return Ok(());
+    }
     for (name, color) in [("threads", THREAD), ("processes", PROCESS), ("process + exec", EXEC)] {
         chart
             .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?
@@ -279,7 +283,8 @@ fn draw_phases(root: &Area, area: &Area, r: &Results) -> Res {
         return Ok(());
     }
     let path_sum = |t: &crate::phases::Timeline| t.steps.iter().filter(|s| !s.beside).map(|s| us(s.median_ns)).sum();
-    let x_max = r.phases.iter().map(path_sum).fold(1.0, f64::max) * 1.25;
+    // Room on the right for the legend.
+    let x_max = r.phases.iter().map(path_sum).fold(1.0, f64::max) * 1.8;
     let mut chart = ChartBuilder::on(area)
         .caption(
             format!(
@@ -326,7 +331,7 @@ fn draw_phases(root: &Area, area: &Area, r: &Results) -> Res {
         chart.draw_series([Text::new(format!("{} µs", fmt_us((x * 1e3) as u64)), (x + x_max * 0.005, y), style)])?;
         row_label(root, chart.backend_coord(&(0.0, y)), VARIANTS[t.variant].label)?;
     }
-    legend(&mut chart, SeriesLabelPosition::LowerRight)
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
 }
 
 /// Spawns+joins per second against the number of spawners.
@@ -366,7 +371,7 @@ fn draw_live(root: &Area, area: &Area, r: &Results) -> Res {
     if n == 0 {
         return Ok(());
     }
-    let x_max = r.live.iter().map(|l| l.alive as f64).fold(1.0, f64::max) * 1.9;
+    let x_max = r.live.iter().map(|l| l.alive as f64).fold(1.0, f64::max) * 2.2;
     let mut chart = ChartBuilder::on(area)
         .caption("Most threads alive at once (64 KiB stacks), and what stopped each", (FONT, 24))
         .margin(15)
@@ -386,13 +391,19 @@ fn draw_live(root: &Area, area: &Area, r: &Results) -> Res {
         let y = (n - 1 - i) as f64;
         let w = l.alive as f64;
         chart.draw_series([Rectangle::new([(0.0, y - 0.3), (w, y + 0.3)], THREAD.mix(0.6).filled())])?;
-        let mut why = l.stopped_by.clone();
-        if why.len() > 70 {
-            why.truncate(why.char_indices().take_while(|(i, _)| *i < 67).last().map_or(0, |(i, c)| i + c.len_utf8()));
-            why.push_str("...");
-        }
+        // The error on one line, the limit (if named) under it.
+        let (error, limit) = l.stopped_by.split_once("; ").unwrap_or((&l.stopped_by, ""));
+        let clip = |text: &str| {
+            let mut text = text.to_string();
+            if text.chars().count() > 75 {
+                text = text.chars().take(72).collect::<String>() + "...";
+            }
+            text
+        };
         let style = TextStyle::from((FONT, 13).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
-        chart.draw_series([Text::new(format!("{}: {why}", l.alive), (w + x_max * 0.005, y), style)])?;
+        let x = w + x_max * 0.005;
+        chart.draw_series([Text::new(format!("{}: {}", l.alive, clip(error)), (x, y + 0.12), style.clone())])?;
+        chart.draw_series([Text::new(clip(limit), (x, y - 0.15), style)])?;
         row_label(root, chart.backend_coord(&(0.0, y)), l.label)?;
     }
     Ok(())
