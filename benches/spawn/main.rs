@@ -2,7 +2,7 @@
 //! measured side by side in one process.
 //!
 //! ```text
-//! cargo bench                            # this and benches/criterion.rs: about a minute
+//! cargo bench                            # this (under two minutes) and benches/criterion.rs
 //! cargo bench --bench spawn -- --quick   # a few seconds: CI smoke
 //! cargo bench --bench spawn -- --pin 1   # the whole process (and so every child) on CPU 1
 //! ```

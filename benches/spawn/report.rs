@@ -44,6 +44,13 @@ pub(crate) fn header(meta: &Meta, plan: &Plan) -> String {
         "  method    {} rounds; in each, every variant takes {} samples in a row (order rotated per round)",
         plan.rounds, plan.block
     );
+    let _ = writeln!(
+        out,
+        "            under load (part 4): {} CPU-bound competitor process(es), CPUs - 1; {} rounds of {}",
+        m.cpus_usable.saturating_sub(1),
+        plan.load_rounds,
+        plan.load_block
+    );
     let _ = writeln!(out);
     out
 }
