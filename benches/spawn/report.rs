@@ -435,7 +435,7 @@ pub(crate) fn summary(r: &Results, plan: &Plan) -> String {
         let met = goal.checks.iter().all(|c| c.met());
         let _ = writeln!(out, "  Goal {}: {} -- {}", goal.id, goal.title, if met { "met" } else { "NOT met" });
         for c in &goal.checks {
-            let value = if c.value.is_nan() { "not measured".into() } else { format!("{:.2}", c.value) };
+            let value = if c.value.is_nan() { "not measured".into() } else { format!("{:.3}", c.value) };
             let _ = writeln!(
                 out,
                 "    [{:>7}] {:<84}{:>13}  <= {:.2}",
