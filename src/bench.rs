@@ -177,41 +177,12 @@ impl KernelFloor {
         join::wait_for_exit(&self.tid);
         crate::bench::stamp(Phase::Woken);
     }
-
-    /// Waits until the floor thread has exited by sleeping at once: a
-    /// plain shared futex wait on the tid word, no spin, until the
-    /// kernel's wake at the thread's exit leaves it 0.
-    ///
-    /// ```
-    /// use std::sync::atomic::AtomicU64;
-    /// static STAMP: AtomicU64 = AtomicU64::new(0);
-    /// let mut floor = rawthread::bench::KernelFloor::new()?;
-    /// // SAFETY: this program sends no signal and installs no handler.
-    /// unsafe { floor.spawn(&STAMP)? };
-    /// floor.join_sleeping();
-    /// # Ok::<(), std::io::Error>(())
-    /// ```
-    pub fn join_sleeping(&self) {
-        sleep_until_zero(&self.tid);
-        crate::bench::stamp(Phase::Woken);
-    }
 }
 
 impl Drop for KernelFloor {
     fn drop(&mut self) {
         // The stack and the tid word must outlive the thread.
         self.join();
-    }
-}
-
-/// Sleeps on a tid word until the kernel has cleared it: a shared futex
-/// wait at once, looked at again after every wake-up.
-fn sleep_until_zero(word: &AtomicI32) {
-    loop {
-        match word.load(Ordering::Acquire) {
-            0 => return,
-            tid => sys::futex_wait(word, tid, None),
-        }
     }
 }
 

@@ -34,7 +34,7 @@
 //! | `region` | the region: its layout (`Plan`, with the diagram) and its mapping |
 //! | `glibc/` | the glibc thread block: discovering glibc's layout (`layout`), the probe pthread (`probe`), building and renewing a block (`block`), a thread's first and last steps (`duties`), glibc's thread list, which raw threads join (`lists`), malloc's state handed on (`handover`) |
 //! | `life` | the life of one thread: start record, child entry and exit, who frees the region (the ownership essay) |
-//! | `join` | waiting for a thread's tid word to clear, and when to spin first |
+//! | `join` | waiting for a thread's tid word to clear (and why without a spin) |
 //! | `pool` | finished regions kept for reuse, within limits |
 //! | `overflow` | the SIGSEGV handler that reports a raw thread's stack overflow |
 //! | `fork` | rawthread's locks taken around `fork()`, so that a child can spawn |

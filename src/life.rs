@@ -44,10 +44,9 @@
 //! 4. **Exit.** The kernel, done with the thread, writes 0 to the tid word
 //!    and futex-wakes it (`CLONE_CHILD_CLEARTID`). Only from then is the
 //!    region free: this, not the closure's return, is what `join` waits for.
-//! 5. **Joiner.** `JoinHandle::join` watches the tid word for up to
-//!    10 µs, then sleeps on it (a *shared* futex, as the kernel's wake is
-//!    shared) until it reads 0: the spin saves the sleep and wake-up, the
-//!    dearest part of joining a short-lived thread on a VM. It takes the
+//! 5. **Joiner.** `JoinHandle::join` sleeps on the tid word at once (a
+//!    *shared* futex, as the kernel's wake is shared) until it reads 0, as
+//!    `pthread_join` does (why no spin first: `join.rs`). It takes the
 //!    result and gives the region back to the pool, which unmaps what
 //!    exceeds its limits (freeing the DTV, keeping malloc's state aside).
 //!

@@ -2,7 +2,7 @@
 //! thread's name and its exit, the clock. Everything here is one system
 //! call, or the assembly in `asm/x86_64.s` around one (which this file
 //! assembles into the crate), and no policy: the fallback from clone3 to
-//! clone is `clone.rs`'s, the join's spin `join.rs`'s.
+//! clone is `clone.rs`'s, the join's `join.rs`'s.
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};

@@ -9,9 +9,9 @@
 //!
 //! Seven parts:
 //!
-//! 1. **Latency** of twelve variants — rawthread (also with a 64 KiB stack,
+//! 1. **Latency** of eleven variants — rawthread (also with a 64 KiB stack,
 //!    and with a sleep-at-once join), the bare kernel floor (with
-//!    rawthread's join and with a plain futex join), `std::thread`,
+//!    rawthread's join, a plain futex sleep), `std::thread`,
 //!    `pthread_create`, and the process makers `fork`,
 //!    vfork, `clone(SIGCHLD)`, `clone3` + `CLONE_PIDFD` and `posix_spawn`.
 //!    Each sample gives three figures, all from `rawthread::now_ns()`

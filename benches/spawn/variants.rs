@@ -59,27 +59,25 @@ pub(crate) struct Variant {
 pub(crate) const RAWTHREAD: usize = 0;
 pub(crate) const RAWTHREAD_SLEEP: usize = 2;
 pub(crate) const FLOOR: usize = 3;
-pub(crate) const FLOOR_FUTEX: usize = 4;
-pub(crate) const STD: usize = 5;
-pub(crate) const PTHREAD: usize = 6;
+pub(crate) const STD: usize = 4;
+pub(crate) const PTHREAD: usize = 5;
 const _: () = assert!(matches!(VARIANTS[RAWTHREAD].label.as_bytes(), b"rawthread::spawn + join"));
 const _: () = assert!(matches!(VARIANTS[RAWTHREAD_SLEEP].label.as_bytes(), b"rawthread, sleep-at-once join"));
 const _: () = assert!(matches!(VARIANTS[FLOOR].label.as_bytes(), b"kernel floor (bare clone)"));
-const _: () = assert!(matches!(VARIANTS[FLOOR_FUTEX].label.as_bytes(), b"kernel floor, futex join"));
 const _: () = assert!(matches!(VARIANTS[STD].label.as_bytes(), b"std::thread::spawn + join"));
 const _: () = assert!(matches!(VARIANTS[PTHREAD].label.as_bytes(), b"pthread_create + pthread_join"));
 
 /// The thread variants measured again under load, and the ones whose
 /// phases are stamped.
-pub(crate) const LOADED: [usize; 6] = [RAWTHREAD, RAWTHREAD_SLEEP, FLOOR, FLOOR_FUTEX, STD, PTHREAD];
+pub(crate) const LOADED: [usize; 5] = [RAWTHREAD, RAWTHREAD_SLEEP, FLOOR, STD, PTHREAD];
 
-pub(crate) const VARIANTS: [Variant; 12] = [
+pub(crate) const VARIANTS: [Variant; 11] = [
     Variant {
         id: "rawthread",
         label: "rawthread::spawn + join",
         group: Group::Thread,
         note: "default Builder: 2 MiB stack; regions of joined threads are reused from rawthread's pool; \
-               join watches the tid word for up to 10 µs before it sleeps on it",
+               join sleeps on the tid word at once, as pthread_join",
         run: rawthread_default,
     },
     Variant {
@@ -95,7 +93,7 @@ pub(crate) const VARIANTS: [Variant; 12] = [
         group: Group::Thread,
         note: "rawthread::spawn, then the benchmark itself sleeps at once on the handle's tid word (shared \
                FUTEX_WAIT, no spin) until the kernel clears it, then join() (which returns at once): \
-               what rawthread's join would cost if it never spun",
+               the same policy as rawthread's join, written out by the benchmark: a check on it",
         run: rawthread_sleep,
     },
     Variant {
@@ -103,16 +101,8 @@ pub(crate) const VARIANTS: [Variant; 12] = [
         label: "kernel floor (bare clone)",
         group: Group::Thread,
         note: "rawthread::bench::KernelFloor: one clone with thread flags on a reused stack, no TLS, no thread block, \
-               rawthread's join (spin, then futex): what the kernel alone charges for a thread",
+               rawthread's join (a futex sleep at once, as pthread_join): what the kernel alone charges for a thread",
         run: kernel_floor,
-    },
-    Variant {
-        id: "kernel_floor_futex",
-        label: "kernel floor, futex join",
-        group: Group::Thread,
-        note: "the same floor thread, joined by KernelFloor::join_sleeping: a plain shared futex wait at once, \
-               no spin",
-        run: kernel_floor_futex,
     },
     Variant {
         id: "std_thread",
@@ -248,18 +238,6 @@ fn kernel_floor(ctx: &mut Ctx) -> Sample {
             floor
         },
         |floor| floor.join(),
-    )
-}
-
-fn kernel_floor_futex(ctx: &mut Ctx) -> Sample {
-    let floor = &mut ctx.floor;
-    time_thread(
-        || {
-            // SAFETY: as in kernel_floor.
-            unsafe { floor.spawn(&THREAD_STAMP) }.expect("kernel floor clone");
-            floor
-        },
-        |floor| floor.join_sleeping(),
     )
 }
 
