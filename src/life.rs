@@ -24,22 +24,29 @@
 //!    spawn. Last, with its signals still open, the creator puts the block
 //!    on glibc's thread list (`glibc/lists.rs`): from now on `setuid()` and
 //!    `dlopen` reach the thread, which does not exist yet.
-//! 2. **clone.** With every signal blocked, `clone3` (or `clone`, if the
-//!    kernel or a seccomp filter refuses `clone3`) starts the child with
-//!    `%fs` = `tp`; the kernel writes the child's tid into the TCB's `tid`
-//!    word before either side runs on. The creator restores its mask and
-//!    returns a `JoinHandle`, which owns the region from now on.
+//!    The TCB header includes the locale's ctype tables, which glibc's own
+//!    threads set themselves: the block is complete before the thread
+//!    exists.
+//! 2. **clone.** `clone3` (or `clone`, if the kernel or a seccomp filter
+//!    refuses `clone3`) starts the child with `%fs` = `tp` and the
+//!    creator's signal mask; the kernel writes the child's tid into the
+//!    TCB's `tid` word before either side runs on. A handler may run on
+//!    the child from its first instruction, on a complete block. (A child
+//!    with a mask of its own, or gated, starts with every signal blocked:
+//!    the creator blocks them around the clone.) The creator returns a
+//!    `JoinHandle`, which owns the region from now on.
 //! 3. **Child, running.** The child owns everything in the region but the
 //!    tid word and the record's header. It registers rseq and its signal
-//!    stack, initialises its locale, restores the creator's mask, and runs
-//!    the closure under `catch_unwind`. It stores the result in the record,
+//!    stack, waits at its gate if the creator has set-up to do, sets its
+//!    own mask if it has one, and runs the closure under `catch_unwind`. It stores the result in the record,
 //!    runs `thread_local!` destructors (`__call_tls_dtors`) and pthread-key
 //!    destructors, frees what glibc's own thread exit frees (the resolver's
 //!    sockets, `strerror`/`strsignal` buffers, the `dlerror` message; not
 //!    malloc's state, which is handed on), takes itself off glibc's thread
 //!    list (signals still open, so that a `setuid()` under way gets its
-//!    answer), blocks all signals and ends with a raw `SYS_exit`: this
-//!    thread only, never the process. A spawn whose clone failed takes the
+//!    answer) and ends with a raw `SYS_exit`: this thread only, never the
+//!    process. (A detached thread blocks all signals before it gives its
+//!    region away.) A spawn whose clone failed takes the
 //!    block off the list itself.
 //! 4. **Exit.** The kernel, done with the thread, writes 0 to the tid word
 //!    and futex-wakes it (`CLONE_CHILD_CLEARTID`). Only from then is the
@@ -242,11 +249,17 @@ where
     // (see glibc/lists.rs).
     // SAFETY: a block of this glibc, on no list, mapped until unlisted.
     unsafe { glibc::list(glibc, tp) };
-    // Nothing may run on the child before its thread block is live: it
-    // starts with every signal blocked and restores our mask itself.
-    let creator_mask = sys::block_all_signals();
+    // The thread block is live before the child exists (TLS, TCB, the
+    // locale's tables), so a signal handler may run on the child from its
+    // first instruction, as on any thread with our mask: the child simply
+    // inherits it, and no system call is spent on masks. Only a child
+    // that must not run a handler before a given point starts with every
+    // signal blocked: one with a mask of its own (it may block what we do
+    // not), or one the creator sets up after clone (not a line of user
+    // code before it is done).
+    let creator_mask = (options.signal_mask.is_some() || options.gated()).then(sys::block_all_signals);
     let sigmask = match options.signal_mask {
-        Some(mask) => sys::signal_set(mask & !GLIBC_INTERNAL_SIGNALS),
+        Some(mask) => Some(sys::signal_set(mask & !GLIBC_INTERNAL_SIGNALS)),
         None => creator_mask,
     };
     let start = Start { f, glibc, tp, sigmask, name, guard, altstack, latch };
@@ -258,11 +271,13 @@ where
     #[cfg(feature = "bench")]
     crate::bench::stamp(crate::bench::Phase::BeforeClone);
     // SAFETY: the stack is mapped, the thread block initialised, and
-    // thread_main never returns; signals are blocked.
+    // thread_main never returns.
     let cloned = unsafe { clone::clone(&request) };
     #[cfg(feature = "bench")]
     crate::bench::stamp(crate::bench::Phase::CloneReturned);
-    sys::set_signal_mask(&creator_mask);
+    if let Some(mask) = &creator_mask {
+        sys::set_signal_mask(mask);
+    }
     match cloned {
         Ok(tid) => {
             // SAFETY: the header lives as long as the region, which we own.
@@ -376,7 +391,9 @@ struct Start<F> {
     f: F,
     glibc: &'static Glibc,
     tp: usize,
-    sigmask: libc::sigset_t,
+    /// The mask the child sets once it may run user code; `None`: it runs
+    /// with the one it inherited, ours.
+    sigmask: Option<libc::sigset_t>,
     name: [u8; 16],
     /// The guard's range and the alternate signal stack, for [`overflow`].
     guard: Range<usize>,
@@ -545,12 +562,13 @@ where
         sys::set_signal_mask(&sys::signal_set(!GLIBC_INTERNAL_SIGNALS));
         // SAFETY: our own block, once; no user code ran on it.
         unsafe { glibc::leave(glibc, tp) };
-        sys::block_all_signals();
         sys::exit_thread();
     }
     // SAFETY: the gate is open: the start is ours, read exactly once.
     let Start { f, sigmask, latch, .. } = unsafe { (*record).start.assume_init_read() };
-    sys::set_signal_mask(&sigmask);
+    if let Some(mask) = &sigmask {
+        sys::set_signal_mask(mask);
+    }
     header.thread.publish(std::thread::current());
 
     #[cfg(feature = "bench")]
@@ -566,10 +584,12 @@ where
     }
 
     if header.state.swap(DONE, Ordering::AcqRel) == RUNNING {
-        // The handle owns the region and will free it once we exit.
+        // The handle owns the region and will free it once we exit. Until
+        // then everything the thread has stays in place (its TLS, its DTV,
+        // malloc's cache), so a handler may still run here, as in a
+        // pthread between its destructors and its last steps: no mask.
         // SAFETY: our own block, once, after the closure.
         unsafe { glibc::leave(glibc, tp) };
-        sys::block_all_signals();
         #[cfg(feature = "bench")]
         crate::bench::stamp(crate::bench::Phase::ChildExit);
         sys::exit_thread();
@@ -584,6 +604,8 @@ where
     };
     // SAFETY: our own block, once, after the closure.
     unsafe { glibc::leave(glibc, tp) };
+    // From here no handler may run: the region is handed to the pool, or
+    // its DTV freed and malloc's cache handed on before it is unmapped.
     sys::block_all_signals();
     #[cfg(feature = "bench")]
     crate::bench::stamp(crate::bench::Phase::ChildExit);

@@ -1166,6 +1166,114 @@ fn locale_dependent_libc_calls() {
     assert!(message.contains("No such file or directory"), "{message}");
 }
 
+unsafe extern "C" {
+    fn __ctype_b_loc() -> *mut *const u16;
+}
+
+/// The calling thread's ctype class table, as `isalpha()` reads it.
+fn ctype_table() -> usize {
+    // SAFETY: glibc's accessor of the calling thread's slot.
+    unsafe { *__ctype_b_loc() as usize }
+}
+
+/// `(locale_t) -1`.
+const LC_GLOBAL_LOCALE: libc::locale_t = -1isize as libc::locale_t;
+
+/// A raw thread starts in the global locale, with the global locale's
+/// tables as they are when it is spawned, whatever locale its creator uses
+/// for itself (glibc's own threads: the same); the creator keeps its own.
+#[test]
+fn raw_threads_start_in_the_global_locale() {
+    if in_child("raw_threads_start_in_the_global_locale") {
+        let global = || {
+            let before = ctype_table();
+            // SAFETY: uselocale(0) only reads; the rest as in the test.
+            let (child, creator_locale) = (
+                rawthread::spawn(|| (ctype_table(), unsafe { libc::uselocale(std::ptr::null_mut()) } as usize))
+                    .join()
+                    .unwrap(),
+                unsafe { libc::uselocale(std::ptr::null_mut()) },
+            );
+            assert_eq!(child.1, LC_GLOBAL_LOCALE as usize, "the raw thread's locale");
+            assert_eq!(ctype_table(), before, "the creator's own tables");
+            assert_ne!(creator_locale, std::ptr::null_mut());
+            child.0
+        };
+        let pthread_table = || std::thread::spawn(ctype_table).join().unwrap();
+        // The C locale; then C.UTF-8 made global (its tables differ).
+        assert_eq!(global(), pthread_table());
+        let c_tables = pthread_table();
+        // SAFETY: a NUL-terminated locale name; no other thread runs.
+        assert!(!unsafe { libc::setlocale(libc::LC_CTYPE, c"C.UTF-8".as_ptr()) }.is_null());
+        assert_ne!(pthread_table(), c_tables, "C.UTF-8 has tables of its own");
+        assert_eq!(global(), pthread_table(), "after setlocale");
+        // The creator in a locale of its own (uselocale): the child is
+        // still in the global one, and the creator stays in its own.
+        // SAFETY: a valid category mask and name; the locale outlives its use.
+        let own = unsafe { libc::newlocale(libc::LC_CTYPE_MASK, c"C".as_ptr(), std::ptr::null_mut()) };
+        assert!(!own.is_null());
+        // SAFETY: a valid locale object.
+        unsafe { libc::uselocale(own) };
+        let creators = ctype_table();
+        assert_eq!(global(), pthread_table(), "with the creator in its own locale");
+        assert_eq!(ctype_table(), creators);
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::uselocale(std::ptr::null_mut()) }, own);
+        return;
+    }
+    common::assert_child_passed(&run_child("raw_threads_start_in_the_global_locale", &[]));
+}
+
+/// A raw thread may run a signal handler from its first instruction (no
+/// signal is blocked around its start): signals sent to the whole process
+/// as fast as one thread can, while 3,000 raw threads are made and joined,
+/// find every thread's block complete. The handler uses the locale and
+/// a thread-local, as a careless handler would.
+#[test]
+fn signals_from_a_thread_s_first_instruction() {
+    if in_child("signals_from_a_thread_s_first_instruction") {
+        static HANDLED: AtomicUsize = AtomicUsize::new(0);
+        static STOP: AtomicBool = AtomicBool::new(false);
+        thread_local!(static SEEN: Cell<usize> = const { Cell::new(0) });
+        extern "C" fn handler(_: i32) {
+            // SAFETY: any unsigned char value is valid for isalpha.
+            assert!(unsafe { libc::isalpha(i32::from(b'x')) } != 0);
+            SEEN.with(|seen| seen.set(seen.get() + 1));
+            HANDLED.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: a handler that touches only what is set before a thread
+        // exists (its TLS, the locale's tables), installed before any thread.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = handler as *const () as usize;
+            action.sa_flags = libc::SA_RESTART;
+            assert_eq!(libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()), 0);
+        }
+        let sender = std::thread::spawn(|| {
+            // The sender keeps SIGUSR1 blocked: the others take them.
+            // SAFETY: a valid set.
+            unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigaddset(&mut set, libc::SIGUSR1);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            }
+            while !STOP.load(Ordering::Relaxed) {
+                // SAFETY: to this process.
+                unsafe { libc::kill(libc::getpid(), libc::SIGUSR1) };
+            }
+        });
+        for i in 0..3000 {
+            assert_eq!(rawthread::spawn(move || i).join().unwrap(), i);
+        }
+        STOP.store(true, Ordering::Relaxed);
+        sender.join().unwrap();
+        assert!(HANDLED.load(Ordering::Relaxed) > 0, "no signal was handled");
+        println!("{} signals handled", HANDLED.load(Ordering::Relaxed));
+        return;
+    }
+    common::assert_child_passed(&run_child("signals_from_a_thread_s_first_instruction", &[]));
+}
+
 #[test]
 fn file_io_in_a_raw_thread() {
     let path = std::env::temp_dir().join(format!("rawthread-test-{}-{}", std::process::id(), gettid()));

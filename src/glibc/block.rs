@@ -178,6 +178,14 @@ unsafe fn write_header(glibc: &Glibc, region: &Region) {
             let state = if glibc.rseq_len != 0 { RSEQ_CPU_ID_UNINITIALIZED } else { RSEQ_CPU_ID_REGISTRATION_FAILED };
             *((glibc.rseq_area(tp) + RSEQ_CPU_ID) as *mut i32) = state;
         }
+        // The locale's ctype tables, which a new thread's TLS has null
+        // (isalpha() and friends would fault): glibc's start_thread sets
+        // them before it lets signals in; here they are set before the
+        // thread exists, so that even a handler at its first instruction
+        // finds them.
+        for (offset, table) in glibc.ctype.iter().zip(global_ctype_tables(glibc)) {
+            *(tp.wrapping_add_signed(*offset) as *mut usize) = table;
+        }
         // The resolver's per-thread state (glibc keeps it in struct
         // pthread at an unexported offset; ours sits below the TLS).
         *glibc.resp_slot(tp) = region.resolver();

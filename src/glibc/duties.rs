@@ -20,10 +20,6 @@ pub(crate) unsafe fn enter(g: &Glibc, tp: usize) {
             unsafe { *((area + RSEQ_CPU_ID) as *mut i32) = RSEQ_CPU_ID_REGISTRATION_FAILED };
         }
     }
-    // The locale's ctype tables are per-thread TLS pointers that start
-    // out null: isalpha() and friends would fault.
-    // SAFETY: plain glibc initialiser for the calling thread.
-    unsafe { (g.ctype_init)() };
 }
 
 /// Last steps in the thread, after its closure: what glibc's

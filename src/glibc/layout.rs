@@ -82,7 +82,11 @@ pub(crate) struct Glibc {
     pub(super) allocate_tls: unsafe extern "C" fn(*mut c_void) -> *mut c_void,
     pub(super) deallocate_tls: unsafe extern "C" fn(*mut c_void, bool),
     pub(super) call_tls_dtors: unsafe extern "C" fn(),
-    pub(super) ctype_init: unsafe extern "C" fn(),
+    /// The offsets from tp of the locale's ctype table pointers that
+    /// `isalpha()`, `toupper()`, ... read (`*__ctype_b_loc()`,
+    /// `*__ctype_tolower_loc()`, `*__ctype_toupper_loc()`), which start out
+    /// null in a new thread's TLS.
+    pub(super) ctype: [isize; 3],
     pub(super) res_iclose: unsafe extern "C" fn(*mut c_void, bool),
     /// glibc's thread lists, which raw threads join (`lists.rs`).
     pub(super) lists: Lists,
@@ -245,7 +249,7 @@ pub(super) fn discover() -> Result<Glibc, String> {
     // SAFETY (for every `function` below): the signatures are glibc's:
     // void _dl_get_tls_static_info(size_t *, size_t *); void *_dl_allocate_tls(void *);
     // void _dl_deallocate_tls(void *, bool); void __call_tls_dtors(void);
-    // void __ctype_init(void).
+    // const T **__ctype_{b,tolower,toupper}_loc(void).
     let get_static: unsafe extern "C" fn(*mut usize, *mut usize) = unsafe { function(c"_dl_get_tls_static_info")? };
     let (mut static_size, mut static_align) = (0, 0);
     // SAFETY: two valid out-pointers.
@@ -278,8 +282,7 @@ pub(super) fn discover() -> Result<Glibc, String> {
         deallocate_tls: unsafe { function(c"_dl_deallocate_tls")? },
         // SAFETY: see above.
         call_tls_dtors: unsafe { function(c"__call_tls_dtors")? },
-        // SAFETY: see above.
-        ctype_init: unsafe { function(c"__ctype_init")? },
+        ctype: ctype_offsets()?,
         // SAFETY: see above; void __res_iclose(res_state, bool free_addr).
         res_iclose: unsafe { function(c"__res_iclose")? },
         lists: find_lists()?,
@@ -295,6 +298,10 @@ pub(super) fn discover() -> Result<Glibc, String> {
             && libc_tls_below_tp <= static_size - g.tcb_size
             && libc_tls_below_tp % size_of::<usize>() == 0,
         "libc's TLS block lies in static TLS, word-aligned",
+    )?;
+    check(
+        g.ctype.iter().all(|&off| off < 0 && off.unsigned_abs() <= libc_tls_below_tp && off % 8 == 0),
+        "the ctype table pointers lie in libc's static TLS",
     )?;
     // SAFETY: tp is the calling thread's live TCB, at least tcb_size bytes.
     unsafe {
@@ -324,6 +331,39 @@ pub(super) fn discover() -> Result<Glibc, String> {
     check(unsafe { (*keys)[1] } as usize == KEY_L1 * KEY_L2, "PTHREAD_KEYS_MAX")?;
 
     Ok(g)
+}
+
+/// Where this thread's ctype table pointers are, from tp: the same in
+/// every thread's static TLS.
+fn ctype_offsets() -> Result<[isize; 3], String> {
+    let mut offsets = [0; 3];
+    for (offset, name) in offsets.iter_mut().zip([c"__ctype_b_loc", c"__ctype_tolower_loc", c"__ctype_toupper_loc"]) {
+        // SAFETY: see discover(): a function without arguments returning
+        // the address of the calling thread's TLS slot.
+        let loc: unsafe extern "C" fn() -> *mut usize = unsafe { function(name)? };
+        // SAFETY: as above.
+        *offset = unsafe { loc() } as isize - current_tp() as isize;
+    }
+    Ok(offsets)
+}
+
+/// `<locale.h>`'s `LC_GLOBAL_LOCALE`, `(locale_t) -1`, which the libc crate
+/// lacks.
+const LC_GLOBAL_LOCALE: libc::locale_t = -1isize as libc::locale_t;
+
+/// The ctype tables of the global locale, in which a new thread starts:
+/// what glibc's `__ctype_init` gives it. `uselocale(LC_GLOBAL_LOCALE)`
+/// loads them into the calling thread's slots, and the second call puts
+/// its own locale back.
+pub(super) fn global_ctype_tables(g: &Glibc) -> [usize; 3] {
+    // SAFETY: LC_GLOBAL_LOCALE is always a valid argument.
+    let own = unsafe { libc::uselocale(LC_GLOBAL_LOCALE) };
+    let tp = current_tp();
+    // SAFETY: the calling thread's own slots, found by ctype_offsets.
+    let tables = g.ctype.map(|offset| unsafe { *(tp.wrapping_add_signed(offset) as *const usize) });
+    // SAFETY: the locale uselocale just returned.
+    unsafe { libc::uselocale(own) };
+    tables
 }
 
 /// glibc's minor version number, from `gnu_get_libc_version()`.

@@ -23,21 +23,27 @@
 //!   sent, so it goes on to the next round. It cannot finish without the
 //!   creator's acknowledgement (the creator is listed too), and the creator
 //!   either acknowledges before `clone`, so the child inherits the new
-//!   credentials, or after `clone` has returned, when the kernel has
-//!   written the tid and the setxid's next round signals the child. The
-//!   creator must not have its signals blocked while it waits for the
-//!   lock: a setxid holding the lock would wait for it forever.
+//!   credentials (a SIGSETXID that arrives during the `clone` aborts it,
+//!   and the kernel restarts it after the handler), or after `clone` has
+//!   returned, when the kernel has written the tid and the setxid's next
+//!   round signals the child, which may take SIGSETXID from its first
+//!   instruction. The creator must not have its signals blocked while it
+//!   waits for the lock: a setxid holding the lock would wait for it
+//!   forever.
 //! * **Leaving** ([`unlist`]): the thread, when its last user code has
 //!   run, takes the lock with its signals still open. A setxid holds the
 //!   lock from its first mark to its last acknowledgement, so the thread
 //!   gets the lock only once any setxid under way is done with it (its
 //!   SIGSETXID handled while it waited), and it leaves the list before any
-//!   other starts. Only then does it block its signals and free or unmap
-//!   its region. glibc's own threads stay listed after they block their
-//!   signals, so they flag themselves EXITING and answer a pending
-//!   SIGSETXID before that; a raw thread, off the list first, needs
-//!   neither. What it runs after leaving touches no credentials and
+//!   other starts. Only then does it exit, or block its signals and give
+//!   its region away (detached). glibc's own threads stay listed after
+//!   they block their signals, so they flag themselves EXITING and answer
+//!   a pending SIGSETXID before that; a raw thread, off the list first,
+//!   needs neither. What it runs after leaving touches no credentials and
 //!   makes no symbol lookup (every function it calls was bound before).
+//!   A signal handler that runs on a joinable thread in that last moment,
+//!   before its `SYS_exit`, is on an unlisted thread: a `setuid()` or
+//!   `dlopen` that starts meanwhile does not reach it.
 //!   A spawn whose `clone` failed takes its block off the list the same
 //!   way.
 //! * **fork()**: glibc's child re-initialises both lists and re-adds the
