@@ -31,10 +31,11 @@
 //!    thread list and taken off it.
 //!
 //!    The variants are measured in blocks of samples, round-robin, over many
-//!    rounds, with the order rotated each round: on a shared, noisy VM a
-//!    burst of noise then lands on every variant alike instead of on
-//!    whichever happened to run at that moment, and the medians stay
-//!    comparable.
+//!    rounds, in a new order each round, each block after one unrecorded
+//!    sample: on a shared, noisy VM a burst of noise then lands on every
+//!    variant alike instead of on whichever happened to run at that
+//!    moment, what one variant leaves behind falls on a different one each
+//!    round, and the medians stay comparable.
 //! 2. **Growth with the parent's memory**: `fork` copies the parent's page
 //!    tables, so it grows with the parent's resident memory; a thread shares
 //!    them and stays flat. Measured at several sizes of touched memory, with

@@ -39,7 +39,7 @@ pub(crate) fn header(meta: &Meta, plan: &Plan) -> String {
     let _ = writeln!(out, "  mode      {}; {pin}", meta.mode);
     let _ = writeln!(
         out,
-        "  method    {} rounds; in each, every variant takes {} samples in a row (order rotated per round)",
+        "  method    {} rounds; in each, every variant takes {} samples in a row (after one unrecorded; a new order each round)",
         plan.rounds, plan.block
     );
     let _ = writeln!(

@@ -437,13 +437,15 @@ pub(crate) fn measure_latency(
     let mut cpu = vec![0; which.len()];
     for round in 0..rounds {
         progress.show(format_args!("{what}: round {}/{rounds}", round + 1));
-        // Rotate who goes first: what a variant leaves behind (fork's
-        // write-protected pages, a cold cache) falls on a different
-        // successor each round.
-        for k in 0..which.len() {
-            let i = (round + k) % which.len();
+        // A new order each round, so that what a variant leaves behind
+        // (fork's write-protected pages, an exec's cold caches) falls on a
+        // different successor each time (a rotation would keep every
+        // variant's predecessor), and one unrecorded sample first in each
+        // block, which takes what is left of it.
+        for i in shuffled(which.len(), round) {
             let variant = &VARIANTS[which[i]];
             let children = variant.group != Group::Thread;
+            (variant.run)(ctx);
             let before = cpu_ns(children);
             for _ in 0..block {
                 samples[i].push((variant.run)(ctx));
@@ -452,6 +454,20 @@ pub(crate) fn measure_latency(
         }
     }
     Section { variants: which.to_vec(), samples, cpu_ns: cpu }
+}
+
+/// `0..n` in an order of its own for each `round`: a Fisher-Yates shuffle
+/// driven by xorshift, seeded by the round (the same orders every run).
+fn shuffled(n: usize, round: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut x = (round as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    for i in (1..n).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        order.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    order
 }
 
 /// The median of each round's block, for per-round ratios.
@@ -478,8 +494,8 @@ pub(crate) fn measure_phases(
     let mut out: Vec<Vec<Stamps>> = which.iter().map(|_| Vec::with_capacity(rounds * block)).collect();
     for round in 0..rounds {
         progress.show(format_args!("phases: round {}/{rounds}", round + 1));
-        for k in 0..which.len() {
-            let i = (round + k) % which.len();
+        for i in shuffled(which.len(), round) {
+            (VARIANTS[which[i]].run)(ctx);
             for _ in 0..block {
                 rawthread::bench::arm();
                 (VARIANTS[which[i]].run)(ctx);
