@@ -32,7 +32,7 @@ pub(crate) fn step_label(from: Phase, to: Phase) -> String {
     match (from, to) {
         (Call, Entry) => "builder, until spawn's own code".into(),
         (Entry, BlockReady) => "region taken or mapped, thread block renewed".into(),
-        (BlockReady, BeforeClone) => "glibc's thread list, signals blocked, start record".into(),
+        (BlockReady, BeforeClone) => "glibc's thread list, start record (signals blocked if gated)".into(),
         (Call, BeforeClone) => "creator's work before clone".into(),
         (BeforeClone, ChildFirst) => "clone until the child's first instruction".into(),
         (ChildFirst, ClosureStart) => "child's set-up until the closure".into(),
