@@ -8,25 +8,24 @@
 //!
 //! 1. **Creator, alone.** `Builder::spawn` takes a finished region from
 //!    the pool (one whose tid word the kernel has cleared) or maps a new one
-//!    (guard `PROT_NONE`). glibc's loader fills the static TLS from every
-//!    module's image and allocates the DTV; the TCB header is written
-//!    (`tcb`, `self`, `multiple_threads`, the stack and pointer guards,
-//!    rseq, the resolver); malloc's per-thread state (its cache and arena)
-//!    is the one the region's last thread left, or one kept from an
-//!    unmapped region, or new. The start record (closure, the creator's
-//!    signal mask, the name) goes above the stack. The first spawn in a
+//!    (guard `PROT_NONE`). With its signals open, the creator puts the
+//!    zeroed block on glibc's thread list (`glibc/lists.rs`): from now on
+//!    `setuid()` and `dlopen` reach the thread, which does not exist yet.
+//!    Then glibc's loader fills the static TLS from every module's image
+//!    and allocates the DTV; the TCB header is written (`tcb`, `self`,
+//!    `multiple_threads`, the stack and pointer guards, rseq, the locale's
+//!    ctype tables, the resolver); malloc's per-thread state (its cache and
+//!    arena) is the one the region's last thread left, or one kept from an
+//!    unmapped region, or new. The start record (closure, the name, the
+//!    thread's own signal mask if it has one) goes above the stack. The first spawn in a
 //!    process also discovers glibc's private layout once, and starts the
 //!    one pthread rawthread ever makes: a probe that finds where glibc keeps
 //!    a thread's stack bounds, its `strerror` buffers and malloc's state
 //!    (and checks that handing that state on hands on the cache), and puts
 //!    glibc in multi-threaded mode its own way. Nothing computed lazily is
 //!    ever waited for, so a `fork()` at any instant leaves a child that can
-//!    spawn. Last, with its signals still open, the creator puts the block
-//!    on glibc's thread list (`glibc/lists.rs`): from now on `setuid()` and
-//!    `dlopen` reach the thread, which does not exist yet.
-//!    The TCB header includes the locale's ctype tables, which glibc's own
-//!    threads set themselves: the block is complete before the thread
-//!    exists.
+//!    spawn. The block is complete before the thread exists: even the
+//!    locale's tables, which glibc's own threads set themselves.
 //! 2. **clone.** `clone3` (or `clone`, if the kernel or a seccomp filter
 //!    refuses `clone3`) starts the child with `%fs` = `tp` and the
 //!    creator's signal mask; the kernel writes the child's tid into the
@@ -244,11 +243,9 @@ where
         arg: record.cast(),
     };
     let (guard, altstack) = (region.guard(), region.altstack());
-    // On glibc's thread list before the child exists, so that a setuid()
-    // racing with this spawn reaches it; signals must still be open here
-    // (see glibc/lists.rs).
-    // SAFETY: a block of this glibc, on no list, mapped until unlisted.
-    unsafe { glibc::list(glibc, tp) };
+    // The block is on glibc's thread list already, since before its TLS
+    // was filled (glibc/block.rs): a setuid() or dlopen racing with this
+    // spawn reaches the thread, which does not exist yet.
     // The thread block is live before the child exists (TLS, TCB, the
     // locale's tables), so a signal handler may run on the child from its
     // first instruction, as on any thread with our mask: the child simply

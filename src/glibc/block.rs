@@ -25,15 +25,18 @@ pub(crate) struct Block {
 
 impl Block {
     /// Fills the thread block of a freshly mapped (zeroed) region, in the
-    /// creating thread. On error nothing is left allocated.
+    /// creating thread, and puts it on glibc's thread list. On error
+    /// nothing is left allocated or listed.
+    ///
+    /// The caller's signals must not be blocked (see `lists.rs`).
     pub(crate) fn new(glibc: &'static Glibc, region: Region) -> io::Result<Block> {
         let tp = region.tp();
         // Every module's TLS from its init image (never a copy of this
         // thread's live TLS, which would share its malloc cache and its
         // `thread::current()`), `.tbss` zeroed, and a fresh DTV.
         // SAFETY: tp has static_size bytes below it and tcb_size above it,
-        // all zero, in memory we own.
-        if unsafe { (glibc.allocate_tls)(tp as *mut c_void) }.is_null() {
+        // all zero, in memory we own; unlisted on failure.
+        if unsafe { list_then_allocate_tls(glibc, tp) }.is_err() {
             return Err(io::Error::from_raw_os_error(libc::ENOMEM));
         }
         // Adopt the malloc state of a thread whose region was unmapped.
@@ -86,7 +89,7 @@ impl Block {
         let mut region = unsafe { ptr::read(&this.region) };
         region.refit(plan);
         // SAFETY: as in Block::new: zeroed TCB, static TLS ours alone.
-        if unsafe { (glibc.allocate_tls)(tp as *mut c_void) }.is_null() {
+        if unsafe { list_then_allocate_tls(glibc, tp) }.is_err() {
             // Keep the malloc state for a later thread, then unmap.
             malloc_states().push(kept);
             drop(region);
@@ -144,6 +147,31 @@ impl Drop for Block {
             malloc_states().push(state);
         }
     }
+}
+
+/// Puts the zeroed block at `tp` on glibc's thread list, then fills its
+/// TLS and DTV: listed first, so that a `dlopen` of a library with
+/// initial-exec TLS that runs meanwhile initialises that library's block
+/// here too (it does so in listed threads only), whether it comes before
+/// `_dl_allocate_tls` reads the modules or after. Nothing glibc's list
+/// walkers read of a listed thread is amiss in a zeroed block without a
+/// thread: no tid (a `setuid()` skips it for now), no symbol lookup under
+/// way, nothing of `fork()`'s. On failure the block is unlisted again.
+///
+/// # Safety
+/// `tp` is a zeroed thread block in memory the caller owns, on no list;
+/// the caller's signals are not blocked.
+unsafe fn list_then_allocate_tls(glibc: &Glibc, tp: usize) -> Result<(), ()> {
+    // SAFETY: per the contract; the block stays mapped until unlisted
+    // (by the thread, by a failed spawn, or below).
+    unsafe { super::lists::list(glibc, tp) };
+    // SAFETY: per the contract.
+    if unsafe { (glibc.allocate_tls)(tp as *mut c_void) }.is_null() {
+        // SAFETY: listed above; no thread runs on the block.
+        unsafe { super::lists::unlist(glibc, tp) };
+        return Err(());
+    }
+    Ok(())
 }
 
 /// The TCB header and the fields glibc reads from a running thread.

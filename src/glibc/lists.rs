@@ -17,8 +17,10 @@
 //! fields glibc itself keeps at fixed places, and a thread must stay
 //! mapped while it is listed. The protocol, which mirrors nptl's:
 //!
-//! * **Joining** ([`list`]): the creator adds the child before `clone`,
-//!   under the lock, with its tid word still 0. A setxid that starts after
+//! * **Joining** ([`list`]): the creator adds the child's zeroed block
+//!   before it fills its TLS (so that a `dlopen` meanwhile initialises its
+//!   library there too) and long before `clone`, under the lock, with its
+//!   tid word still 0. A setxid that starts after
 //!   that marks the child; while the tid word is 0 its signal cannot be
 //!   sent, so it goes on to the next round. It cannot finish without the
 //!   creator's acknowledgement (the creator is listed too), and the creator

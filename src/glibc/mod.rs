@@ -41,7 +41,9 @@ pub(crate) use block::Block;
 pub(crate) use duties::{enter, leave, reset_in_process_child};
 pub(crate) use handover::{MallocState, malloc_states};
 pub(crate) use layout::{Glibc, current_tp};
-pub(crate) use lists::{list, unlist};
+#[cfg(feature = "bench")]
+pub(crate) use lists::list;
+pub(crate) use lists::unlist;
 
 use std::io;
 
