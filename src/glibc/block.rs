@@ -164,7 +164,14 @@ impl Drop for Block {
 unsafe fn list_then_allocate_tls(glibc: &Glibc, tp: usize) -> Result<(), ()> {
     // SAFETY: per the contract; the block stays mapped until unlisted
     // (by the thread, by a failed spawn, or below).
-    unsafe { super::lists::list(glibc, tp) };
+    unsafe {
+        // Not a glibc stack, as every thread on `_dl_stack_user` says
+        // (and the first spawn's probe, perhaps running now in another
+        // thread, checks): fork() in this thread puts it back on that list
+        // in the child, never among glibc's stacks.
+        glibc.lists.user_stack.mark_user(tp);
+        super::lists::list(glibc, tp);
+    }
     // SAFETY: per the contract.
     if unsafe { (glibc.allocate_tls)(tp as *mut c_void) }.is_null() {
         // SAFETY: listed above; no thread runs on the block.
@@ -194,9 +201,6 @@ unsafe fn write_header(glibc: &Glibc, region: &Region) {
         *at::<usize>(tp, TCB_STACK_GUARD) = *at::<usize>(me, TCB_STACK_GUARD);
         *at::<usize>(tp, TCB_POINTER_GUARD) = *at::<usize>(me, TCB_POINTER_GUARD);
         *at::<u32>(tp, TCB_FEATURE_1) = *at::<u32>(me, TCB_FEATURE_1);
-        // Not a glibc stack: fork() in this thread puts it back on
-        // `_dl_stack_user` in the child, never among glibc's stacks.
-        glibc.lists.user_stack.mark_user(tp);
         // pthread_{get,set}specific use the in-TCB first block directly,
         // but destructors reach it through specific[0].
         *at::<usize>(tp, glibc.specific) = tp + glibc.specific - KEY_L2 * size_of::<KeyData>();
