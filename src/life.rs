@@ -6,26 +6,26 @@
 //!
 //! # Who owns the region, and when
 //!
-//! 1. **Creator, alone.** `Builder::spawn` takes a finished region from
-//!    the pool (one whose tid word the kernel has cleared) or maps a new one
-//!    (guard `PROT_NONE`). With its signals open, the creator puts the
-//!    zeroed block on glibc's thread list (`glibc/lists.rs`): from now on
-//!    `setuid()` and `dlopen` reach the thread, which does not exist yet.
-//!    Then glibc's loader fills the static TLS from every module's image
-//!    and allocates the DTV; the TCB header is written (`tcb`, `self`,
-//!    `multiple_threads`, the stack and pointer guards, rseq, the locale's
-//!    ctype tables, the resolver); malloc's per-thread state (its cache and
-//!    arena) is the one the region's last thread left, or one kept from an
-//!    unmapped region, or new. The start record (closure, the name, the
-//!    thread's own signal mask if it has one) goes above the stack. The first spawn in a
-//!    process also discovers glibc's private layout once, and starts the
-//!    one pthread rawthread ever makes: a probe that finds where glibc keeps
-//!    a thread's stack bounds, its `strerror` buffers and malloc's state
-//!    (and checks that handing that state on hands on the cache), and puts
-//!    glibc in multi-threaded mode its own way. Nothing computed lazily is
-//!    ever waited for, so a `fork()` at any instant leaves a child that can
-//!    spawn. The block is complete before the thread exists: even the
-//!    locale's tables, which glibc's own threads set themselves.
+//! 1. **Creator, alone.** `Builder::spawn` takes a finished region from the
+//!    pool (one whose tid word the kernel has cleared) or maps a new one (guard
+//!    `PROT_NONE`). With its signals open, the creator puts the zeroed block on
+//!    glibc's thread list (`glibc/lists.rs`): from now on `setuid()` and
+//!    `dlopen` reach the thread, which does not exist yet. Then glibc's loader
+//!    fills the static TLS from every module's image and allocates the DTV; the
+//!    TCB header is written (`tcb`, `self`, `multiple_threads`, the stack and
+//!    pointer guards, rseq, the locale's ctype tables, the resolver); malloc's
+//!    per-thread state (its cache and arena) is the one the region's last
+//!    thread left, or one kept from an unmapped region, or new. The start
+//!    record (closure, the name, the thread's own signal mask if it has one)
+//!    goes above the stack. The first spawn in a process also discovers glibc's
+//!    private layout once, and starts the one pthread rawthread ever makes: a
+//!    probe that finds where glibc keeps a thread's stack bounds, its
+//!    `strerror` buffers and malloc's state (and checks that handing that state
+//!    on hands on the cache), and puts glibc in multi-threaded mode its own
+//!    way. Nothing computed lazily is ever waited for, so a `fork()` at any
+//!    instant leaves a child that can spawn. The block is complete before the
+//!    thread exists: even the locale's tables, which glibc's own threads set
+//!    themselves.
 //! 2. **clone.** `clone3` (or `clone`, if the kernel or a seccomp filter
 //!    refuses `clone3`) starts the child with `%fs` = `tp` and the
 //!    creator's signal mask; the kernel writes the child's tid into the
@@ -35,18 +35,18 @@
 //!    the creator blocks them around the clone.) The creator returns a
 //!    `JoinHandle`, which owns the region from now on.
 //! 3. **Child, running.** The child owns everything in the region but the
-//!    tid word and the record's header. It registers rseq and its signal
-//!    stack, waits at its gate if the creator has set-up to do, sets its
-//!    own mask if it has one, and runs the closure under `catch_unwind`. It stores the result in the record,
-//!    runs `thread_local!` destructors (`__call_tls_dtors`) and pthread-key
-//!    destructors, frees what glibc's own thread exit frees (the resolver's
-//!    sockets, `strerror`/`strsignal` buffers, the `dlerror` message; not
-//!    malloc's state, which is handed on), takes itself off glibc's thread
-//!    list (signals still open, so that a `setuid()` under way gets its
-//!    answer) and ends with a raw `SYS_exit`: this thread only, never the
-//!    process. (A detached thread blocks all signals before it gives its
-//!    region away.) A spawn whose clone failed takes the
-//!    block off the list itself.
+//!    tid word and the record's header. It registers rseq and its signal stack,
+//!    waits at its gate if the creator has set-up to do, sets its own mask if
+//!    it has one, and runs the closure under `catch_unwind`. It stores the
+//!    result in the record, runs `thread_local!` destructors
+//!    (`__call_tls_dtors`) and pthread-key destructors, frees what glibc's own
+//!    thread exit frees (the resolver's sockets, `strerror`/`strsignal`
+//!    buffers, the `dlerror` message; not malloc's state, which is handed on),
+//!    takes itself off glibc's thread list (signals still open, so that a
+//!    `setuid()` under way gets its answer) and ends with a raw `SYS_exit`:
+//!    this thread only, never the process. (A detached thread blocks all
+//!    signals before it gives its region away.) A spawn whose clone failed
+//!    takes the block off the list itself.
 //! 4. **Exit.** The kernel, done with the thread, writes 0 to the tid word
 //!    and futex-wakes it (`CLONE_CHILD_CLEARTID`). Only from then is the
 //!    region free: this, not the closure's return, is what `join` waits for.
