@@ -3,10 +3,10 @@
 //! `pthread_join` does.
 //!
 //! Why no spin first: rawthread's join once watched the word for up to
-//! 10 µs before it slept, to save the sleep and wake-up. `cargo bench`
-//! measures it against sleeping at once, interleaved in one run: on the
-//! 2-vCPU VM the spin took 1.41x the wall median and 1.23x the CPU idle,
-//! 1.42x and 1.23x with the other CPU busy. A short-lived thread is rarely
+//! 10 µs before it slept, to save the sleep and wake-up. Measured by
+//! `cargo bench` against its sleep-at-once variant, interleaved in one run
+//! (December 2026), on the 2-vCPU VM the spin took 1.41x the wall median
+//! and 1.23x the CPU idle, 1.42x and 1.23x with the other CPU busy. A short-lived thread is rarely
 //! done within the spin (it had often not even started), and while the
 //! joiner spins it holds the CPU the thread may be queued on. A spin only
 //! on a thread already past its closure and on another CPU lost too (1.20x
