@@ -168,8 +168,8 @@ pub(crate) fn futex_wake_private(word: &AtomicI32, count: i32) {
     unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, count) };
 }
 
-/// The result of a raw system call: its value, or the error of its
-/// `-errno`.
+/// The result of `libc::syscall`: its value, or the errno it left (it
+/// returns -1 then).
 fn syscall_result(ret: c_long) -> io::Result<c_long> {
     if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
 }
