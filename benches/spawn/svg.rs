@@ -17,6 +17,31 @@ use crate::stats::{Figure, Sample, Stats, fmt_us, us};
 use crate::variants::{Group, Section, VARIANTS};
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+
+/// The frame of the idle, phase and live-thread panels: a chart of `rows`
+/// horizontal bars over `0..x_max`, top row first, its mesh drawn. (A
+/// macro: as a function, plotters' chart would tie the area's borrow to
+/// the backend's lifetime.)
+macro_rules! bar_chart {
+    ($area:expr, $caption:expr, $x_max:expr, $rows:expr, $x_desc:expr) => {{
+        let mut chart = ChartBuilder::on($area)
+            .caption($caption, (FONT, 24))
+            .margin(15)
+            .x_label_area_size(50)
+            .y_label_area_size(270)
+            .build_cartesian_2d(0.0..$x_max, -0.6..$rows as f64 - 0.4)?;
+        chart
+            .configure_mesh()
+            .y_labels(0)
+            .disable_y_mesh()
+            .x_desc($x_desc)
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .label_style((FONT, 14))
+            .axis_desc_style((FONT, 15))
+            .draw()?;
+        chart
+    }};
+}
 type Res = Result<(), Box<dyn Error>>;
 
 const THREAD: RGBColor = RGBColor(31, 119, 180);
@@ -224,20 +249,13 @@ fn draw_idle(root: &Area, area: &Area, r: &Results) -> Res {
     let rows = [("rawthread::spawn", &r.idle[0]), ("std::thread::spawn", &r.idle[1])];
     let total = |f: &Footprint| parts.iter().map(|(_, _, of)| of(f).max(0.0)).sum::<f64>();
     let x_max = rows.iter().map(|(_, f)| total(f)).fold(1.0, f64::max) * 1.7;
-    let mut chart = ChartBuilder::on(area)
-        .caption(format!("Memory per idle thread ({} threads blocked at once)", r.idle[0].threads), (FONT, 24))
-        .margin(15)
-        .x_label_area_size(50)
-        .y_label_area_size(270)
-        .build_cartesian_2d(0.0..x_max, -0.6..1.6)?;
-    chart
-        .configure_mesh()
-        .y_labels(0)
-        .disable_y_mesh()
-        .x_desc("KiB per thread  —  KernelStack, PageTables, SUnreclaim: system-wide /proc/meminfo deltas")
-        .label_style((FONT, 14))
-        .axis_desc_style((FONT, 15))
-        .draw()?;
+    let mut chart = bar_chart!(
+        area,
+        format!("Memory per idle thread ({} threads blocked at once)", r.idle[0].threads),
+        x_max,
+        rows.len(),
+        "KiB per thread  —  KernelStack, PageTables, SUnreclaim: system-wide /proc/meminfo deltas"
+    );
     for (i, (name, f)) in rows.iter().enumerate() {
         let y = (rows.len() - 1 - i) as f64;
         let mut x = 0.0;
@@ -285,26 +303,13 @@ fn draw_phases(root: &Area, area: &Area, r: &Results) -> Res {
     let path_sum = |t: &crate::phases::Timeline| t.steps.iter().filter(|s| !s.beside).map(|s| us(s.median_ns)).sum();
     // Room on the right for the legend.
     let x_max = r.phases.iter().map(path_sum).fold(1.0, f64::max) * 1.8;
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!(
-                "Where the time goes: median per phase, one spawn + join ({} armed samples each)",
-                r.phases[0].samples
-            ),
-            (FONT, 24),
-        )
-        .margin(15)
-        .x_label_area_size(50)
-        .y_label_area_size(270)
-        .build_cartesian_2d(0.0..x_max, -0.6..n as f64 - 0.4)?;
-    chart
-        .configure_mesh()
-        .y_labels(0)
-        .disable_y_mesh()
-        .x_desc("µs from the spawn call  —  bars: the child's path, phase by phase; thin line: clone until it returns")
-        .label_style((FONT, 14))
-        .axis_desc_style((FONT, 15))
-        .draw()?;
+    let mut chart = bar_chart!(
+        area,
+        format!("Where the time goes: median per phase, one spawn + join ({} armed samples each)", r.phases[0].samples),
+        x_max,
+        n,
+        "µs from the spawn call  —  bars: the child's path, phase by phase; thin line: clone until it returns"
+    );
     let mut legend_seen: Vec<Phase> = Vec::new();
     for (i, t) in r.phases.iter().enumerate() {
         let y = (n - 1 - i) as f64;
@@ -372,21 +377,13 @@ fn draw_live(root: &Area, area: &Area, r: &Results) -> Res {
         return Ok(());
     }
     let x_max = r.live.iter().map(|l| l.alive as f64).fold(1.0, f64::max) * 2.2;
-    let mut chart = ChartBuilder::on(area)
-        .caption("Most threads alive at once (64 KiB stacks), and what stopped each", (FONT, 24))
-        .margin(15)
-        .x_label_area_size(50)
-        .y_label_area_size(270)
-        .build_cartesian_2d(0.0..x_max, -0.6..n as f64 - 0.4)?;
-    chart
-        .configure_mesh()
-        .y_labels(0)
-        .disable_y_mesh()
-        .x_desc("threads alive at once, each variant in a child process")
-        .x_label_formatter(&|v| format!("{v:.0}"))
-        .label_style((FONT, 14))
-        .axis_desc_style((FONT, 15))
-        .draw()?;
+    let mut chart = bar_chart!(
+        area,
+        "Most threads alive at once (64 KiB stacks), and what stopped each",
+        x_max,
+        n,
+        "threads alive at once, each variant in a child process"
+    );
     for (i, l) in r.live.iter().enumerate() {
         let y = (n - 1 - i) as f64;
         let w = l.alive as f64;
