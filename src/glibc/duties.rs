@@ -63,10 +63,16 @@ pub(crate) unsafe fn leave(g: &Glibc, tp: usize) {
 }
 
 /// pthread-key destructors, as glibc's `__nptl_deallocate_tsd` runs
-/// them: clear each value, call its key's destructor if the key is
-/// still the one the value was set for, repeat while destructors set
-/// new values (at most 4 rounds), then free the level-2 blocks.
+/// them: nothing if the thread never stored a value (`specific_used`, the
+/// common case, which spares reading the 32 block pointers); else clear
+/// each value, call its key's destructor if the key is still the one the
+/// value was set for, repeat while destructors set new values (at most 4
+/// rounds), then free the level-2 blocks.
 unsafe fn run_key_destructors(g: &Glibc, tp: usize) {
+    // SAFETY: our own TCB's flag, a bool glibc writes only in this thread.
+    if !unsafe { *at::<bool>(tp, g.specific_used) } {
+        return;
+    }
     let specific = at::<[*mut KeyData; KEY_L1]>(tp, g.specific);
     for _ in 0..KEY_DESTRUCTOR_ROUNDS {
         let mut found = false;

@@ -63,6 +63,12 @@ pub(crate) struct Glibc {
     pub(super) tid: usize,
     pub(super) list: usize,
     pub(super) specific: usize,
+    /// `bool specific_used`, which `pthread_setspecific` sets when it
+    /// stores a value: what glibc's own exit checks before it looks for
+    /// key destructors to run. It lies between the `specific` array and
+    /// `report_events` (whose offset glibc exports) in every glibc from
+    /// 2.34 to 2.43; `discover` checks that the two leave it one byte.
+    pub(super) specific_used: usize,
     /// `__pthread_keys[1024]`.
     pub(super) keys: *const KeyStruct,
     /// `__rseq_offset` (from tp) and the length to register (0: glibc did
@@ -255,6 +261,8 @@ pub(super) fn discover() -> Result<Glibc, String> {
     // SAFETY: two valid out-pointers.
     unsafe { get_static(&mut static_size, &mut static_align) };
     let (libc_tls_below_tp, libc_tls_len) = find_libc_tls()?;
+    let specific = field_offset(c"_thread_db_pthread_specific")?;
+    let report_events = field_offset(c"_thread_db_pthread_report_events")?;
 
     let g = Glibc {
         static_size,
@@ -262,7 +270,8 @@ pub(super) fn discover() -> Result<Glibc, String> {
         tcb_size: read_u32(c"_thread_db_sizeof_pthread")? as usize,
         tid: field_offset(c"_thread_db_pthread_tid")?,
         list: field_offset(c"_thread_db_pthread_list")?,
-        specific: field_offset(c"_thread_db_pthread_specific")?,
+        specific,
+        specific_used: specific + KEY_L1 * size_of::<usize>(),
         keys: dlsym(c"__pthread_keys")? as *const KeyStruct,
         // SAFETY: public glibc 2.35 data: `const ptrdiff_t` and `const unsigned int`.
         rseq_offset: unsafe { *(dlsym(c"__rseq_offset")? as *const isize) },
@@ -285,7 +294,7 @@ pub(super) fn discover() -> Result<Glibc, String> {
         ctype: ctype_offsets()?,
         // SAFETY: see above; void __res_iclose(res_state, bool free_addr).
         res_iclose: unsafe { function(c"__res_iclose")? },
-        lists: find_lists()?,
+        lists: find_lists(report_events)?,
         probed: Probed::default(),
     };
 
@@ -293,6 +302,7 @@ pub(super) fn discover() -> Result<Glibc, String> {
     let tp = current_tp();
     check(g.static_align.is_power_of_two() && g.static_size >= g.tcb_size, "static TLS info")?;
     check(g.tcb_size >= g.specific + KEY_L1 * size_of::<usize>(), "sizeof(struct pthread)")?;
+    check(g.specific_used + 1 == report_events, "specific_used between specific[] and report_events")?;
     check(
         libc_tls_len <= LIBC_TLS_MAX
             && libc_tls_below_tp <= static_size - g.tcb_size
@@ -374,7 +384,7 @@ fn glibc_minor() -> Result<u32, String> {
     minor.ok_or_else(|| format!("glibc version {version:?} is not 2.x"))
 }
 
-fn find_lists() -> Result<Lists, String> {
+fn find_lists(report_events: usize) -> Result<Lists, String> {
     let rtld = dlsym(c"_rtld_global")? as usize;
     let used = rtld + field_offset(c"_thread_db_rtld_global__dl_stack_used")?;
     let user = rtld + field_offset(c"_thread_db_rtld_global__dl_stack_user")?;
@@ -386,7 +396,7 @@ fn find_lists() -> Result<Lists, String> {
         cache: user + 16,
         in_flight: user + 40,
         lock: user + 48,
-        user_stack: UserStack::after_report_events(field_offset(c"_thread_db_pthread_report_events")?, glibc_minor()?),
+        user_stack: UserStack::after_report_events(report_events, glibc_minor()?),
     })
 }
 
