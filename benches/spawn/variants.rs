@@ -393,10 +393,10 @@ pub(crate) struct Section {
     /// Indices into `VARIANTS`, in the order of `samples` and `cpu_ns`.
     pub(crate) variants: Vec<usize>,
     pub(crate) samples: Vec<Vec<Sample>>,
-    /// User + system CPU time of the whole process over each variant's
-    /// samples (getrusage around every block), and for processes that of
-    /// the reaped children too, ns.
-    pub(crate) cpu_ns: Vec<u64>,
+    /// User + system CPU time of the whole process over each block of
+    /// each variant's samples (getrusage around the block), and for
+    /// processes that of the reaped children too, ns: one per round.
+    pub(crate) cpu_ns: Vec<Vec<u64>>,
 }
 
 impl Section {
@@ -412,7 +412,12 @@ impl Section {
     /// CPU time per spawn+join of `VARIANTS[variant]`, ns.
     pub(crate) fn cpu_per_op(&self, variant: usize) -> Option<f64> {
         let i = self.position(variant)?;
-        (!self.samples[i].is_empty()).then(|| self.cpu_ns[i] as f64 / self.samples[i].len() as f64)
+        (!self.samples[i].is_empty()).then(|| self.cpu_ns[i].iter().sum::<u64>() as f64 / self.samples[i].len() as f64)
+    }
+
+    /// The CPU time of each block of `VARIANTS[variant]`, round by round.
+    pub(crate) fn block_cpu(&self, variant: usize) -> &[u64] {
+        self.position(variant).map_or(&[], |i| &self.cpu_ns[i])
     }
 
     /// `(variant index, samples)`, in `VARIANTS` order.
@@ -434,7 +439,7 @@ pub(crate) fn measure_latency(
     progress: &Progress,
 ) -> Section {
     let mut samples: Vec<Vec<Sample>> = which.iter().map(|_| Vec::with_capacity(rounds * block)).collect();
-    let mut cpu = vec![0; which.len()];
+    let mut cpu: Vec<Vec<u64>> = which.iter().map(|_| Vec::with_capacity(rounds)).collect();
     for round in 0..rounds {
         progress.show(format_args!("{what}: round {}/{rounds}", round + 1));
         // A new order each round, so that what a variant leaves behind
@@ -450,7 +455,7 @@ pub(crate) fn measure_latency(
             for _ in 0..block {
                 samples[i].push((variant.run)(ctx));
             }
-            cpu[i] += cpu_ns(children) - before;
+            cpu[i].push(cpu_ns(children) - before);
         }
     }
     Section { variants: which.to_vec(), samples, cpu_ns: cpu }
