@@ -2,15 +2,20 @@
 //! exit (CLONE_CHILD_CLEARTID), by sleeping on it at once, as
 //! `pthread_join` does.
 //!
-//! Why no spin first: rawthread's join once watched the word for up to
-//! 10 µs before it slept, to save the sleep and wake-up. Measured by
-//! `cargo bench` against its sleep-at-once variant, interleaved in one run
-//! (December 2026), on the 2-vCPU VM the spin took 1.41x the wall median
-//! and 1.23x the CPU idle, 1.42x and 1.23x with the other CPU busy. A short-lived thread is rarely
-//! done within the spin (it had often not even started), and while the
-//! joiner spins it holds the CPU the thread may be queued on. A spin only
-//! on a thread already past its closure and on another CPU lost too (1.20x
-//! idle, 1.03x busy): the kernel's own exit outlasts it.
+//! Why no spin first: a joiner that spins instead of sleeping keeps its
+//! vCPU from halting, and on a VM the wake of a halted vCPU goes through
+//! the host, so a spin that sees the exit saves wall time; but it is paid
+//! in CPU, and lost when the machine is busy. Measured by `cargo bench`
+//! against its sleep-at-once variant (December 2026, the 2-vCPU VM of this
+//! project): a 10 µs spin before the sleep took 0.77x the wall median idle
+//! but 1.05x the CPU, and 1.33x the wall and 1.15x the CPU with the other
+//! CPU busy. A spin that each joiner turns on only while its own recent
+//! joins caught the exit within the spin (and off after a few misses) was
+//! even under load (1.00x wall, 1.01x CPU), but idle it swung from run to
+//! run with the host's load: with a 10 µs spin from 0.73x to 1.06x the
+//! wall and from 0.97x to 1.08x the CPU; an 8 µs one gained less and still
+//! lost in some runs. A join must never cost more than sleeping at once,
+//! so it sleeps at once.
 
 use std::sync::atomic::{AtomicI32, Ordering};
 

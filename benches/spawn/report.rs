@@ -428,7 +428,7 @@ pub(crate) fn summary(r: &Results, plan: &Plan) -> String {
     let _ = writeln!(
         out,
         "\nGoals (issue 11), each a ratio measured in this run; a check is met when the ratio <= its target.\n\
-         \x20 Goal 3 compares two measurements of one join policy: its ratio is the median of the per-round\n\
+         \x20 Goal 3 compares rawthread's join with sleeping at once: its ratio is the median of the per-round\n\
          \x20 ratios, and it is met unless their 95% confidence interval lies wholly above 1.00 (dearer beyond noise)"
     );
     for goal in &goals {
@@ -462,9 +462,9 @@ pub(crate) struct Check {
     pub(crate) target: f64,
     /// For a "not dearer" check (`value` the median of per-round ratios of
     /// two variants): the 95% confidence interval of that median. The
-    /// check is met unless the whole interval lies above the target: two
-    /// measurements of one policy differ by noise, which a plain `<=`
-    /// would call a loss half the time.
+    /// check is met unless the whole interval lies above the target: a
+    /// policy that costs what another does measures above it about half
+    /// the time, by noise alone, which a plain `<=` would call a loss.
     pub(crate) interval: Option<[f64; 2]>,
 }
 
