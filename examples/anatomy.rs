@@ -49,7 +49,12 @@ pub fn main() {
         "\n  tid word    {:#014x}  (TCB + {tid_offset}): CLONE_PARENT_SETTID writes the tid here,",
         layout.tid_word
     );
-    println!("                             CLONE_CHILD_CLEARTID zeroes it at exit; join sleeps on it");
+    let exit_offset = layout.exit_word - layout.tcb.start;
+    println!(
+        "  exit word   {:#014x}  (TCB + {exit_offset}): CLONE_CHILD_CLEARTID zeroes it at exit; join sleeps on it",
+        layout.exit_word
+    );
+    println!("                             (the tid word itself up to glibc 2.42, `joinstate` from 2.43)");
     println!("  %fs base    {tp:#014x}  (read in the thread: pthread_self())");
     println!("  a local     {a_local:#014x}  ({} B below the stack's top)", layout.stack.end - a_local);
     assert_eq!(tp, layout.tcb.start);

@@ -152,6 +152,7 @@ impl KernelFloor {
             stack_top: low + self.stack.len(),
             tls: 0,
             tid_word: self.tid.as_ptr(),
+            exit_word: self.tid.as_ptr(),
             pidfd: ptr::null_mut(),
             entry: floor_main,
             arg: ptr::from_ref(stamp).cast_mut().cast(),

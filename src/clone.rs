@@ -114,9 +114,11 @@ pub(crate) struct CloneRequest {
     pub stack_top: usize,
     /// The child's thread pointer (`%fs` base), with CLONE_SETTLS.
     pub tls: usize,
-    /// The word that receives the tid and is cleared at exit, with
-    /// CLONE_PARENT_SETTID/CLONE_CHILD_CLEARTID.
+    /// The word that receives the tid (CLONE_PARENT_SETTID), and the one
+    /// the kernel clears and wakes at exit (CLONE_CHILD_CLEARTID): the same
+    /// word up to glibc 2.42, `tid` and `joinstate` from 2.43.
     pub tid_word: *mut pid_t,
+    pub exit_word: *mut pid_t,
     /// Where CLONE_PIDFD puts the pidfd; -1 is written there if the legacy
     /// `clone` had to be used, which is then called without CLONE_PIDFD.
     pub pidfd: *mut libc::c_int,
@@ -137,7 +139,7 @@ pub(crate) unsafe fn clone(req: &CloneRequest) -> io::Result<pid_t> {
         let mut args = CloneArgs {
             flags: req.flags,
             pidfd: req.pidfd as u64,
-            child_tid: req.tid_word as u64,
+            child_tid: req.exit_word as u64,
             parent_tid: req.tid_word as u64,
             exit_signal: req.exit_signal,
             stack: req.stack_low as u64,
@@ -171,6 +173,6 @@ pub(crate) unsafe fn clone(req: &CloneRequest) -> io::Result<pid_t> {
     }
     // SAFETY: as above; the legacy ABI takes the stack's top directly.
     let ret =
-        unsafe { sys::clone_legacy(flags, req.stack_top, req.tid_word, req.tid_word, req.tls, req.entry, req.arg) };
+        unsafe { sys::clone_legacy(flags, req.stack_top, req.tid_word, req.exit_word, req.tls, req.entry, req.arg) };
     if ret < 0 { Err(io::Error::from_raw_os_error(-ret as i32)) } else { Ok(ret as pid_t) }
 }

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::{glibc, pool};
 
-type Held = (MutexGuard<'static, pool::Pool>, MutexGuard<'static, Vec<glibc::MallocState>>);
+type Held = (MutexGuard<'static, pool::Pool>, MutexGuard<'static, Vec<glibc::Legacy>>);
 
 thread_local! {
     /// The locks the forking thread holds from `prepare` to `release`.
@@ -27,7 +27,7 @@ thread_local! {
 /// holds one of the two while taking the other.
 extern "C" fn prepare() {
     if HELD.with_borrow(Option::is_none) {
-        let held = (pool::lock(), glibc::malloc_states());
+        let held = (pool::lock(), glibc::legacies());
         HELD.with_borrow_mut(|h| *h = Some(held));
     }
 }

@@ -225,6 +225,9 @@ where
         Some((block, plan)) => block.renew(plan)?,
         None => Block::new(glibc, Region::map(guard, stack, layout, &glibc.geometry())?)?,
     };
+    if let Some(SchedParams { policy, priority, .. }) = options.scheduling {
+        block.record_scheduling(policy, priority as i32);
+    }
     #[cfg(feature = "bench")]
     crate::bench::stamp(crate::bench::Phase::BlockReady);
 
@@ -238,6 +241,7 @@ where
         stack_top: region.stack().end,
         tls: tp,
         tid_word: block.tid_word().as_ptr(),
+        exit_word: block.exit_word().as_ptr(),
         pidfd: ptr::null_mut(),
         entry: thread_main::<F, T>,
         arg: record.cast(),
@@ -267,6 +271,7 @@ where
     };
     #[cfg(feature = "bench")]
     crate::bench::stamp(crate::bench::Phase::BeforeClone);
+    glibc::count(glibc);
     // SAFETY: the stack is mapped, the thread block initialised, and
     // thread_main never returns.
     let cloned = unsafe { clone::clone(&request) };
@@ -289,7 +294,7 @@ where
                     // The child exits without running any user code; once
                     // it has, its record and region are ours again.
                     gate.set(CANCELLED);
-                    join::wait_for_exit(block.tid_word());
+                    join::wait_for_exit(block.exit_word());
                     // SAFETY: the child never read the start; it is gone.
                     return unsafe { fail(record, block, e) };
                 }
@@ -305,7 +310,8 @@ where
             })
         }
         Err(e) => {
-            // No thread: off the list, and the closure back.
+            // No thread: uncounted, off the list, and the closure back.
+            glibc::uncount(glibc);
             // SAFETY: listed above; no thread ever ran on the block.
             unsafe { glibc::unlist(glibc, tp) };
             // SAFETY: written above and never read by anyone.
@@ -665,7 +671,7 @@ impl Running {
     /// The kernel has cleared the tid word: the thread ran its last
     /// instruction and the region is free.
     pub(crate) fn is_finished(&self) -> bool {
-        self.block.tid_word().load(Ordering::Acquire) == 0
+        self.block.exit_word().load(Ordering::Acquire) == 0
     }
 
     /// A thread joining itself would wait forever: panic as std does
@@ -692,7 +698,7 @@ impl Running {
     }
 
     fn wait(&self) {
-        join::wait_for_exit(self.block.tid_word());
+        join::wait_for_exit(self.block.exit_word());
         #[cfg(feature = "bench")]
         crate::bench::stamp(crate::bench::Phase::Woken);
     }
@@ -701,7 +707,7 @@ impl Running {
     /// has exited.
     pub(crate) fn wait_within(&self, timeout_ns: u64) -> bool {
         self.refuse_self_join();
-        join::wait_for_exit_within(self.block.tid_word(), Some(timeout_ns))
+        join::wait_for_exit_within(self.block.exit_word(), Some(timeout_ns))
     }
 
     /// Waits for the thread and returns what it left.

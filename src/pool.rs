@@ -74,7 +74,7 @@ pub(crate) fn lock() -> MutexGuard<'static, Pool> {
 }
 
 fn finished(block: &Block) -> bool {
-    block.tid_word().load(Ordering::Acquire) == 0
+    block.exit_word().load(Ordering::Acquire) == 0
 }
 
 /// Sets the pool's bounds, unmapping what no longer fits; returns the old
@@ -105,7 +105,7 @@ pub fn set_pool_limits(limits: PoolLimits) -> PoolLimits {
     }
     drop(pool);
     for block in excess {
-        join::wait_for_exit(block.tid_word());
+        join::wait_for_exit(block.exit_word());
         drop(block);
     }
     old

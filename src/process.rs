@@ -133,6 +133,7 @@ impl Builder {
             stack_top: 0,
             tls: 0,
             tid_word: ptr::null_mut(),
+            exit_word: ptr::null_mut(),
             pidfd: &mut pidfd,
             entry: process_main::<F>,
             arg: (&raw mut *start).cast(),

@@ -50,9 +50,14 @@ pub struct ThreadLayout {
     pub static_tls: Range<usize>,
     /// glibc's `struct pthread`; its start is the thread pointer (`%fs`).
     pub tcb: Range<usize>,
-    /// The tid word inside the TCB: the kernel's CLONE_PARENT_SETTID and
-    /// CLONE_CHILD_CLEARTID target, and the futex `join` sleeps on.
+    /// The tid word inside the TCB: the kernel's CLONE_PARENT_SETTID
+    /// target.
     pub tid_word: usize,
+    /// The word inside the TCB that the kernel clears and futex-wakes when
+    /// the thread has exited (CLONE_CHILD_CLEARTID), and that `join` sleeps
+    /// on: where glibc has it for its own threads, the tid word up to glibc
+    /// 2.42 and `joinstate` from 2.43.
+    pub exit_word: usize,
 }
 
 /// The sizes the glibc thread block needs, from [`crate::glibc`].
@@ -307,7 +312,7 @@ impl Region {
     }
 
     /// Every piece's addresses; `tid` is the tid word's offset in the TCB.
-    pub(crate) fn layout(&self, tid: usize) -> ThreadLayout {
+    pub(crate) fn layout(&self, tid: usize, exit: usize) -> ThreadLayout {
         ThreadLayout {
             region: self.base()..self.base() + self.len(),
             altstack_guard: self.at(Plan::altstack_guard),
@@ -319,6 +324,7 @@ impl Region {
             static_tls: self.at(Plan::static_tls),
             tcb: self.at(Plan::tcb),
             tid_word: self.tp() + tid,
+            exit_word: self.tp() + exit,
         }
     }
 

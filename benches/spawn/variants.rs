@@ -209,10 +209,10 @@ fn rawthread_64k(_: &mut Ctx) -> Sample {
 
 fn rawthread_sleep(_: &mut Ctx) -> Sample {
     time_thread(rawthread_spawn, |h| {
-        // SAFETY: the tid word is an aligned i32 in the TCB of the
+        // SAFETY: the exit word is an aligned i32 in the TCB of the
         // region the handle owns, mapped until the handle is joined
-        // below; only the kernel writes it.
-        let word = unsafe { &*(h.layout().tid_word as *const AtomicI32) };
+        // below; only the kernel clears it.
+        let word = unsafe { &*(h.layout().exit_word as *const AtomicI32) };
         sleep_until_zero(word);
         rawthread::bench::stamp(Phase::Woken);
         h.join().expect("rawthread child panicked")

@@ -9,7 +9,7 @@ use std::mem::ManuallyDrop;
 use std::ptr;
 use std::sync::atomic::AtomicI32;
 
-use super::handover::malloc_states;
+use super::handover::{Legacy, legacies};
 use super::layout::*;
 use crate::region::{Plan, Region, ThreadLayout};
 use crate::sys;
@@ -39,10 +39,10 @@ impl Block {
         if unsafe { list_then_allocate_tls(glibc, tp) }.is_err() {
             return Err(io::Error::from_raw_os_error(libc::ENOMEM));
         }
-        // Adopt the malloc state of a thread whose region was unmapped.
-        if let Some(state) = malloc_states().pop() {
-            // SAFETY: the words lie inside this region's static TLS.
-            unsafe { glibc.probed.malloc.write(tp, &state) };
+        // Adopt the state of a thread whose region was unmapped.
+        if let Some(legacy) = legacies().pop() {
+            // SAFETY: the words lie inside this region's block.
+            unsafe { write_legacy(glibc, tp, &legacy) };
         }
         // SAFETY: the block is ours alone until clone.
         unsafe { write_header(glibc, &region) };
@@ -53,13 +53,24 @@ impl Block {
         &self.region
     }
 
+    /// The TCB's `tid`, which the kernel sets at clone
+    /// (`CLONE_PARENT_SETTID`).
     pub(crate) fn tid_word(&self) -> &AtomicI32 {
         // SAFETY: the block owns its region, mapped while `self` lives.
         unsafe { self.glibc.tid_word(self.region.tp()) }
     }
 
+    /// The word the kernel clears and wakes when the thread has exited
+    /// (`CLONE_CHILD_CLEARTID`), as for glibc's own threads: `tid` up to
+    /// glibc 2.42, `joinstate` from 2.43. The region is free once it
+    /// reads 0.
+    pub(crate) fn exit_word(&self) -> &AtomicI32 {
+        // SAFETY: the block owns its region, mapped while `self` lives.
+        unsafe { self.glibc.exit_word(self.region.tp()) }
+    }
+
     pub(crate) fn layout(&self) -> ThreadLayout {
-        self.region.layout(self.glibc.tid)
+        self.region.layout(self.glibc.tid, self.glibc.probed.exit_word)
     }
 
     /// The plan of this block's region for a thread with this guard, stack
@@ -68,10 +79,23 @@ impl Block {
         self.region.replan(&self.glibc.geometry(), guard, stack, record)
     }
 
+    /// Records in the block the scheduling the creator gives the thread
+    /// (`policy`, `priority`), as `pthread_create` records an explicit
+    /// one: `pthread_getattr_np` and `pthread_getschedparam` report it.
+    pub(crate) fn record_scheduling(&self, policy: i32, priority: i32) {
+        let (g, tp) = (self.glibc, self.region.tp());
+        // SAFETY: the block is ours alone until clone.
+        unsafe {
+            *at::<i32>(tp, g.schedpolicy) = policy;
+            *at::<i32>(tp, g.sched_priority) = priority;
+            *at::<i32>(tp, g.flags) |= ATTR_FLAG_NOTINHERITSCHED | ATTR_FLAG_SCHED_SET | ATTR_FLAG_POLICY_SET;
+        }
+    }
+
     /// Makes the block of a finished thread new for the next one, laid out
     /// by `plan` (from [`Block::replan`]): fresh TLS for every module, a
-    /// zeroed TCB, the malloc state kept in place. On error the region is
-    /// unmapped.
+    /// zeroed TCB, the thread's legacy ([`Legacy`]) kept in place. On error
+    /// the region is unmapped.
     pub(crate) fn renew(self, plan: Plan) -> io::Result<Block> {
         let this = ManuallyDrop::new(self);
         let glibc = this.glibc;
@@ -79,7 +103,7 @@ impl Block {
         // SAFETY: the thread that used this block has exited (tid word 0);
         // its DTV and dynamic TLS are freed as glibc frees a cached stack's.
         let kept = unsafe {
-            let kept = glibc.probed.malloc.read(tp);
+            let kept = read_legacy(glibc, tp);
             (glibc.deallocate_tls)(tp as *mut c_void, false);
             ptr::write_bytes(tp as *mut u8, 0, glibc.tcb_size);
             ptr::write_bytes(this.region.resolver() as *mut u8, 0, RES_STATE_SIZE);
@@ -90,23 +114,23 @@ impl Block {
         region.refit(plan);
         // SAFETY: as in Block::new: zeroed TCB, static TLS ours alone.
         if unsafe { list_then_allocate_tls(glibc, tp) }.is_err() {
-            // Keep the malloc state for a later thread, then unmap.
-            malloc_states().push(kept);
+            // Keep the legacy for a later thread, then unmap.
+            legacies().push(kept);
             drop(region);
             return Err(io::Error::from_raw_os_error(libc::ENOMEM));
         }
         // SAFETY: the block is ours alone until clone.
         unsafe {
-            glibc.probed.malloc.write(tp, &kept);
+            write_legacy(glibc, tp, &kept);
             write_header(glibc, &region);
         }
         Ok(Block { region, glibc })
     }
 
     /// The last act of a detached thread that frees its own region: frees
-    /// its DTV, leaves its malloc state for a later thread and unmaps the
-    /// region it runs on. After the malloc state is handed over this thread
-    /// must not allocate: the next owner may already use that cache.
+    /// its DTV, leaves its legacy for a later thread and unmaps the region
+    /// it runs on. After the malloc state is handed over this thread must
+    /// not allocate: the next owner may already use that cache.
     ///
     /// # Safety
     /// The caller is the thread this block belongs to, with every
@@ -118,13 +142,13 @@ impl Block {
         if glibc.rseq_len != 0 {
             sys::rseq_unregister(glibc.rseq_area(tp) as *mut c_void, glibc.rseq_len);
         }
-        let mut states = malloc_states();
+        let mut states = legacies();
         // Allocate now, while this thread still owns its malloc cache.
         states.reserve(1);
         // SAFETY: our own block; from here on only static TLS is used.
         unsafe {
             (glibc.deallocate_tls)(tp as *mut c_void, false);
-            states.push(glibc.probed.malloc.read(tp));
+            states.push(read_legacy(glibc, tp));
         }
         drop(states);
         // SAFETY: moved out of a ManuallyDrop that is not used again.
@@ -142,9 +166,37 @@ impl Drop for Block {
         // with every dynamic TLS block; `false`: the TCB is not malloc'd.
         unsafe { (self.glibc.deallocate_tls)(tp as *mut c_void, false) };
         // SAFETY: as above.
-        let state = unsafe { self.glibc.probed.malloc.read(tp) };
-        if state != self.glibc.probed.malloc.fresh {
-            malloc_states().push(state);
+        let legacy = unsafe { read_legacy(self.glibc, tp) };
+        if legacy != (Legacy { malloc: self.glibc.probed.malloc.fresh, getrandom: 0 }) {
+            legacies().push(legacy);
+        }
+    }
+}
+
+/// The legacy ([`Legacy`]) of the thread block at `tp`.
+///
+/// # Safety
+/// `tp` is a thread block no running thread uses, or the caller's own.
+unsafe fn read_legacy(g: &Glibc, tp: usize) -> Legacy {
+    // SAFETY: per the contract; the words lie in its TLS and TCB.
+    unsafe {
+        Legacy {
+            malloc: g.probed.malloc.read(tp),
+            getrandom: if g.probed.getrandom_buf == 0 { 0 } else { *at::<usize>(tp, g.probed.getrandom_buf) },
+        }
+    }
+}
+
+/// Gives the thread block at `tp` this legacy.
+///
+/// # Safety
+/// As [`read_legacy`].
+unsafe fn write_legacy(g: &Glibc, tp: usize, legacy: &Legacy) {
+    // SAFETY: as in read_legacy.
+    unsafe {
+        g.probed.malloc.write(tp, &legacy.malloc);
+        if g.probed.getrandom_buf != 0 {
+            *at::<usize>(tp, g.probed.getrandom_buf) = legacy.getrandom;
         }
     }
 }
@@ -205,8 +257,13 @@ unsafe fn write_header(glibc: &Glibc, region: &Region) {
         // but destructors reach it through specific[0].
         *at::<usize>(tp, glibc.specific) = tp + glibc.specific - KEY_L2 * size_of::<KeyData>();
         // sched_getcpu() reads rseq's cpu_id: "not yet" if we will
-        // register, "never" if glibc itself does not use rseq.
+        // register, "never" if glibc itself does not use rseq. The rest of
+        // the area starts zeroed, as glibc clears it before registering:
+        // since glibc 2.41 it lies below tp, outside the TCB that renewal
+        // zeroes, and a reused region would hand the kernel the last
+        // thread's `rseq_cs` and `flags`.
         if glibc.rseq_offset != 0 {
+            ptr::write_bytes(glibc.rseq_area(tp) as *mut u8, 0, glibc.rseq_len.max(RSEQ_MIN_LEN) as usize);
             let state = if glibc.rseq_len != 0 { RSEQ_CPU_ID_UNINITIALIZED } else { RSEQ_CPU_ID_REGISTRATION_FAILED };
             *((glibc.rseq_area(tp) + RSEQ_CPU_ID) as *mut i32) = state;
         }
@@ -221,11 +278,36 @@ unsafe fn write_header(glibc: &Glibc, region: &Region) {
         // The resolver's per-thread state (glibc keeps it in struct
         // pthread at an unexported offset; ours sits below the TLS).
         *glibc.resp_slot(tp) = region.resolver();
-        // The usable stack, for glibc's alloca limit and
-        // pthread_getattr_np (which reports [stackblock, +size)).
-        let stackblock = glibc.probed.stackblock;
-        let stack = region.stack();
-        *at::<usize>(tp, stackblock) = stack.start;
-        *at::<usize>(tp, stackblock + 8) = stack.len();
+        // The stack and its guard, as glibc records a stack it allocated:
+        // `stackblock` from the guard's start, and the guard's size twice
+        // (`guardsize`, `reported_guardsize`). glibc's alloca limit reads
+        // the block's size; pthread_getattr_np reports the stack as
+        // [stackblock + guardsize, stackblock + size) and the guard.
+        let p = &glibc.probed;
+        let (guard, stack) = (region.guard(), region.stack());
+        *at::<usize>(tp, p.stackblock) = guard.start;
+        *at::<usize>(tp, p.stackblock + 8) = stack.end - guard.start;
+        *at::<usize>(tp, p.stackblock + 16) = guard.len();
+        *at::<usize>(tp, p.stackblock + 24) = guard.len();
+        // An empty robust-mutex list, which the thread registers with the
+        // kernel at its start (duties.rs): `robust_head.list` and
+        // `robust_prev` point at the head, `futex_offset` as glibc has it.
+        let head = tp + p.robust_head;
+        *at::<usize>(tp, p.robust_head - 8) = head;
+        *at::<usize>(tp, p.robust_head) = head;
+        *at::<isize>(tp, p.robust_head + 8) = p.robust_futex_offset;
+        // Since glibc 2.43 the kernel clears `joinstate`, not `tid`, at
+        // exit; glibc's calls on a thread (pthread_getschedparam, ...)
+        // take a thread whose `joinstate` reads 0 for gone.
+        if p.exit_word != glibc.tid {
+            *at::<u32>(tp, p.exit_word) = THREAD_STATE_JOINABLE;
+        }
+        // The scheduling the thread inherits, as pthread_create records it:
+        // the creator's recorded policy and priority, if recorded, and
+        // whether rseq is registered.
+        let inherited = *at::<i32>(me, glibc.flags) & (ATTR_FLAG_SCHED_SET | ATTR_FLAG_POLICY_SET);
+        *at::<i32>(tp, glibc.flags) = inherited | if glibc.rseq_len != 0 { ATTR_FLAG_DO_RSEQ } else { 0 };
+        *at::<i32>(tp, glibc.schedpolicy) = *at::<i32>(me, glibc.schedpolicy);
+        *at::<i32>(tp, glibc.sched_priority) = *at::<i32>(me, glibc.sched_priority);
     }
 }

@@ -3,8 +3,10 @@
 
 use std::ffi::c_void;
 use std::ptr;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use super::layout::*;
+use super::lists::Held;
 use crate::sys;
 
 /// First steps in the new thread, on its own stack and TLS.
@@ -12,6 +14,10 @@ use crate::sys;
 /// # Safety
 /// Must be called by the thread whose block is at `tp`, first thing.
 pub(crate) unsafe fn enter(g: &Glibc, tp: usize) {
+    // The robust-mutex list the creator made empty (block.rs): the kernel
+    // marks the mutexes on it EOWNERDEAD if the thread dies holding them.
+    // SAFETY: the head lies in our TCB, which outlives the thread.
+    unsafe { libc::syscall(libc::SYS_set_robust_list, tp + g.probed.robust_head, ROBUST_HEAD_LEN) };
     if g.rseq_len != 0 {
         let area = g.rseq_area(tp);
         // SAFETY: the area is inside this thread's TCB, which outlives it.
@@ -34,6 +40,12 @@ pub(crate) unsafe fn leave(g: &Glibc, tp: usize) {
     unsafe { (g.call_tls_dtors)() };
     // SAFETY: we are that thread, and its keys are ours to run.
     unsafe { run_key_destructors(g, tp) };
+    // SAFETY: our own TCB's word, which other threads only read.
+    unsafe { AtomicI32::from_ptr(at(tp, g.cancelhandling)).fetch_or(EXITING_BITMASK, Ordering::Relaxed) };
+    // The priority-protect buffer, which glibc frees with the thread.
+    // SAFETY: our own TCB; the word holds null or glibc's calloc'd buffer,
+    // used only by this thread's mutex calls, which are over.
+    unsafe { libc::free(std::mem::replace(&mut *at::<*mut c_void>(tp, g.probed.tpp), ptr::null_mut())) };
     // SAFETY: our own TCB's slot, which write_header pointed at our
     // resolver state.
     let res = unsafe { *g.resp_slot(tp) };
@@ -56,10 +68,43 @@ pub(crate) unsafe fn leave(g: &Glibc, tp: usize) {
     // marked read by the first call and freed by the next.
     // SAFETY: dlerror has no preconditions.
     while !unsafe { libc::dlerror() }.is_null() {}
+    // One thread fewer, in glibc's count: the last one to leave ends the
+    // process, as when `main` has called `pthread_exit`.
+    if g.nthreads().fetch_sub(1, Ordering::Relaxed) == 1 {
+        // SAFETY: as glibc's start_thread does, with everything of this
+        // thread still in place.
+        unsafe { libc::exit(0) };
+    }
+    // From now on pthread_kill on this thread sends nothing: the tid it
+    // would use is about to go. Under `exit_lock`, so that a pthread_kill
+    // under way finishes first.
+    {
+        // SAFETY: our own TCB's lock word and flag.
+        let _held = Held::lock(unsafe { AtomicI32::from_ptr(at(tp, g.probed.exit_lock)) });
+        // SAFETY: as above.
+        unsafe { *at::<bool>(tp, g.probed.exiting) = true };
+    }
     // Last: off glibc's thread list, with signals still open (see
     // lists.rs); setuid and dlopen no longer reach this thread.
     // SAFETY: we are that thread, past its last user code.
     unsafe { super::lists::unlist(g, tp) };
+    // Where the kernel clears `joinstate` instead (glibc 2.43), glibc
+    // clears `tid` itself, last.
+    if g.probed.exit_word != g.tid {
+        // SAFETY: our own TCB.
+        unsafe { g.tid_word(tp).store(0, Ordering::Relaxed) };
+    }
+}
+
+/// One thread more in glibc's count, before its `clone` (undone with
+/// [`uncount`] if the clone fails), as `pthread_create` counts.
+pub(crate) fn count(g: &Glibc) {
+    g.nthreads().fetch_add(1, Ordering::Relaxed);
+}
+
+/// Undoes [`count`] for a thread that was never made.
+pub(crate) fn uncount(g: &Glibc) {
+    g.nthreads().fetch_sub(1, Ordering::Relaxed);
 }
 
 /// pthread-key destructors, as glibc's `__nptl_deallocate_tsd` runs
@@ -119,12 +164,13 @@ unsafe fn run_key_destructors(g: &Glibc, tp: usize) {
 
 /// In the child of a bare `clone` of a process, what glibc's `fork` resets
 /// there and raw threads use: the calling thread's TCB still holds the
-/// parent's tid, which recursive locks and `raise()` use; and glibc's
+/// parent's tid, which recursive locks and `raise()` use; glibc's
 /// thread-list lock may have been held by a parent thread at the clone
 /// (every raw spawn and exit takes it), which would leave `setuid()` in the
-/// child waiting forever.
+/// child waiting forever; and the child is the one thread there is.
 pub(crate) fn reset_in_process_child(g: &Glibc) {
     // SAFETY: the calling thread's own TCB; gettid has no preconditions.
-    unsafe { g.tid_word(current_tp()).store(libc::gettid(), std::sync::atomic::Ordering::Relaxed) };
+    unsafe { g.tid_word(current_tp()).store(libc::gettid(), Ordering::Relaxed) };
     g.lists.reset_lock();
+    g.nthreads().store(1, Ordering::Relaxed);
 }

@@ -1,6 +1,7 @@
-//! malloc's per-thread state, handed from thread to thread: where it lies,
-//! and the states of threads whose regions were unmapped, kept for the
-//! next fresh regions.
+//! The per-thread state glibc frees only in its own thread exit, handed
+//! from thread to thread instead: malloc's (where it lies) and the vDSO
+//! `getrandom` state; and the states of threads whose regions were
+//! unmapped, kept for the next fresh regions.
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -53,12 +54,25 @@ impl MallocWords {
     }
 }
 
-/// Malloc states (see [`MallocState`]) of threads whose regions were
-/// unmapped, for the next fresh regions. It holds at most one per thread
-/// that was alive at once, since every fresh region takes one.
-static MALLOC_STATES: Mutex<Vec<MallocState>> = Mutex::new(Vec::new());
+/// What a thread leaves the next one: its malloc state and its vDSO
+/// `getrandom` state (`struct pthread`'s `getrandom_buf`, glibc 2.41 and
+/// later), which glibc puts back in its pool only in its own thread exit
+/// (`__getrandom_vdso_release`, which it does not export). Handed on, each
+/// state is reused by the next thread, so the process keeps one per
+/// thread alive at once, as glibc's pool does; dropped, every raw thread
+/// that called `getrandom()` would leave one behind.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Legacy {
+    pub(super) malloc: MallocState,
+    pub(super) getrandom: usize,
+}
 
-/// [`MALLOC_STATES`], locked (a panic while it was held leaves plain words).
-pub(crate) fn malloc_states() -> MutexGuard<'static, Vec<MallocState>> {
-    MALLOC_STATES.lock().unwrap_or_else(|e| e.into_inner())
+/// Legacies (see [`Legacy`]) of threads whose regions were unmapped, for
+/// the next fresh regions. It holds at most one per thread that was alive
+/// at once, since every fresh region takes one.
+static LEGACIES: Mutex<Vec<Legacy>> = Mutex::new(Vec::new());
+
+/// [`LEGACIES`], locked (a panic while it was held leaves plain words).
+pub(crate) fn legacies() -> MutexGuard<'static, Vec<Legacy>> {
+    LEGACIES.lock().unwrap_or_else(|e| e.into_inner())
 }

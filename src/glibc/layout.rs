@@ -7,7 +7,7 @@
 
 use std::ffi::{CStr, c_void};
 use std::io;
-use std::sync::atomic::AtomicI32;
+use std::sync::atomic::{AtomicI32, AtomicU32};
 
 use super::handover::MallocWords;
 use crate::region::BlockGeometry;
@@ -51,6 +51,26 @@ pub(super) const RSEQ_CPU_ID_UNINITIALIZED: i32 = -1;
 pub(super) const RSEQ_CPU_ID_REGISTRATION_FAILED: i32 = -2;
 /// The rseq area's `cpu_id` field.
 pub(super) const RSEQ_CPU_ID: usize = 4;
+/// The original `struct rseq` (32 bytes), which every registration covers.
+pub(super) const RSEQ_MIN_LEN: u32 = 32;
+
+/// `struct pthread`'s `flags` bits rawthread writes (glibc's
+/// `internaltypes.h`, the same from 2.35 to 2.43): the scheduling was given
+/// explicitly, the priority and the policy are recorded, rseq is
+/// registered.
+pub(super) const ATTR_FLAG_NOTINHERITSCHED: i32 = 0x0002;
+pub(super) const ATTR_FLAG_STACKADDR: i32 = 0x0008;
+pub(super) const ATTR_FLAG_SCHED_SET: i32 = 0x0020;
+pub(super) const ATTR_FLAG_POLICY_SET: i32 = 0x0040;
+pub(super) const ATTR_FLAG_DO_RSEQ: i32 = 0x0080;
+/// `cancelhandling`'s "thread is exiting" bit, which `start_thread` sets
+/// after the thread's destructors.
+pub(super) const EXITING_BITMASK: i32 = 0x10;
+/// `joinstate`'s value for a joinable thread (glibc 2.43); the kernel
+/// clears it to `THREAD_STATE_EXITED` (0) at the thread's exit.
+pub(super) const THREAD_STATE_JOINABLE: u32 = 2;
+/// `struct robust_list_head`: `list`, `futex_offset`, `list_op_pending`.
+pub(super) const ROBUST_HEAD_LEN: usize = 24;
 
 /// Everything looked up once.
 pub(crate) struct Glibc {
@@ -63,6 +83,16 @@ pub(crate) struct Glibc {
     pub(super) tid: usize,
     pub(super) list: usize,
     pub(super) specific: usize,
+    /// `int cancelhandling`, and `int flags` just after it (the probe
+    /// proves `flags` through `pthread_getattr_np`).
+    pub(super) cancelhandling: usize,
+    pub(super) flags: usize,
+    /// `int schedpolicy` and `schedparam.sched_priority`.
+    pub(super) schedpolicy: usize,
+    pub(super) sched_priority: usize,
+    /// `__nptl_nthreads`: how many threads live; the last to leave calls
+    /// `exit(0)`.
+    pub(super) nthreads: usize,
     /// `bool specific_used`, which `pthread_setspecific` sets when it
     /// stores a value: what glibc's own exit checks before it looks for
     /// key destructors to run. It lies between the `specific` array and
@@ -172,9 +202,29 @@ impl UserStack {
 /// shows, found by the probe (`probe.rs`).
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Probed {
-    /// Offset of `stackblock` in `struct pthread` (`stackblock_size`
-    /// follows it).
+    /// Offset of `stackblock` in `struct pthread`; `stackblock_size`,
+    /// `guardsize`, `reported_guardsize` and `tpp` follow it, word by word
+    /// (each proven by the probe).
     pub(super) stackblock: usize,
+    /// `struct priority_protection_data *tpp`, which a priority-protect
+    /// mutex's first lock allocates.
+    pub(super) tpp: usize,
+    /// The word the kernel clears at a thread's exit
+    /// (`CLONE_CHILD_CLEARTID`), as glibc registers it for its own threads:
+    /// `tid` up to glibc 2.42, `joinstate` from 2.43.
+    pub(super) exit_word: usize,
+    /// `struct robust_list_head robust_head` (`robust_prev` is the word
+    /// before it), and the `futex_offset` glibc writes there.
+    pub(super) robust_head: usize,
+    pub(super) robust_futex_offset: isize,
+    /// `bool exiting` and the `int exit_lock` guarding it, which
+    /// `pthread_kill` reads.
+    pub(super) exiting: usize,
+    pub(super) exit_lock: usize,
+    /// `void *getrandom_buf` (glibc 2.41 and later, with a kernel that has
+    /// the vDSO `getrandom`): the thread's vDSO state; 0 where a thread's
+    /// `getrandom()` keeps none.
+    pub(super) getrandom_buf: usize,
     /// The words of malloc's per-thread state.
     pub(super) malloc: MallocWords,
     /// Offsets in `struct pthread` of the buffers that `strerror` and
@@ -262,6 +312,7 @@ pub(super) fn discover() -> Result<Glibc, String> {
     unsafe { get_static(&mut static_size, &mut static_align) };
     let (libc_tls_below_tp, libc_tls_len) = find_libc_tls()?;
     let specific = field_offset(c"_thread_db_pthread_specific")?;
+    let cancelhandling = field_offset(c"_thread_db_pthread_cancelhandling")?;
     let report_events = field_offset(c"_thread_db_pthread_report_events")?;
 
     let g = Glibc {
@@ -271,6 +322,11 @@ pub(super) fn discover() -> Result<Glibc, String> {
         tid: field_offset(c"_thread_db_pthread_tid")?,
         list: field_offset(c"_thread_db_pthread_list")?,
         specific,
+        cancelhandling,
+        flags: cancelhandling + size_of::<i32>(),
+        schedpolicy: field_offset(c"_thread_db_pthread_schedpolicy")?,
+        sched_priority: field_offset(c"_thread_db_pthread_schedparam_sched_priority")?,
+        nthreads: dlsym(c"__nptl_nthreads")? as usize,
         specific_used: specific + KEY_L1 * size_of::<usize>(),
         keys: dlsym(c"__pthread_keys")? as *const KeyStruct,
         // SAFETY: public glibc 2.35 data: `const ptrdiff_t` and `const unsigned int`.
@@ -303,6 +359,14 @@ pub(super) fn discover() -> Result<Glibc, String> {
     check(g.static_align.is_power_of_two() && g.static_size >= g.tcb_size, "static TLS info")?;
     check(g.tcb_size >= g.specific + KEY_L1 * size_of::<usize>(), "sizeof(struct pthread)")?;
     check(g.specific_used + 1 == report_events, "specific_used between specific[] and report_events")?;
+    check(g.tcb_size >= g.schedpolicy.max(g.sched_priority).max(g.flags) + 4, "struct pthread sched fields")?;
+    // libthread_db reads the thread count through this descriptor: a
+    // 32-bit variable at the symbol itself.
+    let nthreads = dlsym(c"_thread_db___nptl_nthreads")? as *const [u32; 3];
+    // SAFETY: a `u32[3]` descriptor.
+    check(unsafe { (*nthreads)[0] == 32 && (*nthreads)[2] == 0 }, "__nptl_nthreads is a 32-bit counter")?;
+    // SAFETY: the symbol is glibc's `unsigned int`, and this thread counts.
+    check(unsafe { *(g.nthreads as *const u32) } >= 1, "__nptl_nthreads counts the calling thread")?;
     check(
         libc_tls_len <= LIBC_TLS_MAX
             && libc_tls_below_tp <= static_size - g.tcb_size
@@ -377,7 +441,7 @@ pub(super) fn global_ctype_tables(g: &Glibc) -> [usize; 3] {
 }
 
 /// glibc's minor version number, from `gnu_get_libc_version()`.
-fn glibc_minor() -> Result<u32, String> {
+pub(super) fn glibc_minor() -> Result<u32, String> {
     // SAFETY: gnu_get_libc_version returns a static NUL-terminated string.
     let version = unsafe { CStr::from_ptr(gnu_get_libc_version()) }.to_string_lossy();
     let minor = version.strip_prefix("2.").and_then(|rest| rest.split('.').next()?.parse().ok());
@@ -482,6 +546,23 @@ impl Glibc {
         // SAFETY: tid is an aligned i32 inside the TCB at `tp`, which the
         // caller keeps mapped.
         unsafe { AtomicI32::from_ptr(at(tp, self.tid)) }
+    }
+
+    /// The word the kernel clears and wakes at the thread's exit, which
+    /// `join` waits on (see [`Probed::exit_word`]).
+    ///
+    /// # Safety
+    /// As [`Glibc::tid_word`].
+    pub(super) unsafe fn exit_word(&self, tp: usize) -> &AtomicI32 {
+        // SAFETY: an aligned 32-bit word inside the TCB at `tp`, which the
+        // caller keeps mapped.
+        unsafe { AtomicI32::from_ptr(at(tp, self.probed.exit_word)) }
+    }
+
+    /// `__nptl_nthreads`.
+    pub(super) fn nthreads(&self) -> &AtomicU32 {
+        // SAFETY: glibc's aligned `unsigned int`, alive for the process.
+        unsafe { AtomicU32::from_ptr(self.nthreads as *mut u32) }
     }
 
     /// The thread's rseq area, inside its TCB.

@@ -58,9 +58,22 @@ use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use super::layout::*;
 use crate::sys;
 
-/// `_dl_stack_cache_lock`, held: glibc's `lll_lock` on a private futex
-/// (0 free, 1 taken, 2 taken with waiters).
+/// A glibc low-level lock, held (`_dl_stack_cache_lock`, a thread's
+/// `exit_lock`): glibc's `lll_lock` on a private futex (0 free, 1 taken, 2
+/// taken with waiters).
 pub(super) struct Held<'a>(&'a AtomicI32);
+
+impl Held<'_> {
+    /// Takes the lock `word` as glibc's `lll_lock` does.
+    pub(super) fn lock(word: &AtomicI32) -> Held<'_> {
+        if word.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            while word.swap(2, Ordering::Acquire) != 0 {
+                sys::futex_wait_private(word, 2);
+            }
+        }
+        Held(word)
+    }
+}
 
 impl Lists {
     fn lock_word(&self) -> &AtomicI32 {
@@ -76,13 +89,7 @@ impl Lists {
 
     /// Takes the lock as glibc's `lll_lock` does.
     pub(super) fn lock(&self) -> Held<'_> {
-        let word = self.lock_word();
-        if word.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
-            while word.swap(2, Ordering::Acquire) != 0 {
-                sys::futex_wait_private(word, 2);
-            }
-        }
-        Held(word)
+        Held::lock(self.lock_word())
     }
 
     /// Takes the lock if it is free now (the probe's first step, on a

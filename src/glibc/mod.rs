@@ -38,8 +38,8 @@ mod lists;
 mod probe;
 
 pub(crate) use block::Block;
-pub(crate) use duties::{enter, leave, reset_in_process_child};
-pub(crate) use handover::{MallocState, malloc_states};
+pub(crate) use duties::{count, enter, leave, reset_in_process_child, uncount};
+pub(crate) use handover::{Legacy, legacies};
 pub(crate) use layout::{Glibc, current_tp};
 #[cfg(feature = "bench")]
 pub(crate) use lists::list;

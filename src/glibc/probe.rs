@@ -11,7 +11,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use memmap2::MmapOptions;
 
 use super::handover::MALLOC_WORDS_MAX;
-use super::layout::{Glibc, LIBC_TLS_MAX, Probed, at, current_tp, unsupported};
+use super::layout::*;
 use super::lists::Held;
 
 /// The one pthread rawthread ever makes, at the first spawn: it finds, in a
@@ -41,15 +41,20 @@ pub(super) fn probe(glibc: &Glibc) -> io::Result<Probed> {
     const SIZE: usize = 256 << 10;
     let mut stacks = MmapOptions::new().len(2 * SIZE).stack().map_anon()?;
     let base = stacks.as_mut_ptr() as usize;
-    let probe =
-        Probe { glibc, inner_stack: (base + SIZE, SIZE), stage: Mutex::new(Stage::default()), turn: Condvar::new() };
+    let probe = Probe {
+        glibc,
+        own_stack: (base, SIZE),
+        inner_stack: (base + SIZE, SIZE),
+        stage: Mutex::new(Stage::default()),
+        turn: Condvar::new(),
+    };
+    let mut thread: libc::pthread_t = 0;
     let mut stage = Stage::default();
     // SAFETY: a stack of ours that outlives the thread (joined below),
     // attributes initialised and destroyed here, and a start routine that
     // uses only `probe`.
     let err = unsafe {
         let mut attr = stack_attr(base, SIZE);
-        let mut thread: libc::pthread_t = 0;
         let err = libc::pthread_create(&mut thread, &attr, run, (&raw const probe).cast_mut().cast());
         libc::pthread_attr_destroy(&mut attr);
         if err == 0 {
@@ -71,19 +76,56 @@ pub(super) fn probe(glibc: &Glibc) -> io::Result<Probed> {
         Failure::Layout(what) => fail(what),
         Failure::Os(errno) => io::Error::from_raw_os_error(errno),
     })?;
-    // On a stack it is given, glibc puts the TCB at the top and records
-    // the whole stack: {stackblock, stackblock_size} = {base, SIZE}.
-    found.stackblock = (base..base + SIZE)
-        .contains(&tp)
-        .then(|| {
-            (0..glibc.tcb_size.saturating_sub(16)).step_by(8).find(|&off| {
-                // SAFETY: within the dead thread's TCB, inside our mapping.
-                unsafe { *at::<usize>(tp, off) == base && *at::<usize>(tp, off + 8) == SIZE }
-            })
-        })
-        .flatten()
-        .ok_or_else(|| fail("struct pthread stackblock"))?;
+    if !(base..base + SIZE).contains(&tp) {
+        return Err(fail("the probe's struct pthread is not on its stack"));
+    }
+    // SAFETY: the probe has exited and was joined; its TCB lies in our
+    // mapping, which nobody else uses.
+    unsafe { find_exiting(glibc, &mut found, thread) }.map_err(fail)?;
     Ok(found)
+}
+
+/// In the creator, on the probe's `struct pthread` after its join
+/// (`thread`): finds `exiting` and `exit_lock`. `pthread_kill(thread, 0)`
+/// on a thread that has exited answers 0 without a signal because
+/// `exiting` is set; with `exiting` cleared it signals the (cleared) tid
+/// and fails. `exiting` is the one byte, set in the dead thread, whose
+/// clearing flips that answer; `exit_lock` is the `int` after it.
+///
+/// # Safety
+/// `thread` is a joined pthread whose `struct pthread` lies in memory the
+/// caller owns.
+unsafe fn find_exiting(glibc: &Glibc, found: &mut Probed, thread: libc::pthread_t) -> Result<(), &'static str> {
+    let tp = thread as usize;
+    // SAFETY: pthread_kill with signal 0 sends nothing; it reads the
+    // dead block's exit_lock, exiting and tid.
+    let kill = || unsafe { libc::pthread_kill(thread, 0) };
+    if kill() != 0 {
+        return Err("pthread_kill(0) on an exited pthread");
+    }
+    let mut exiting = (0..glibc.tcb_size).filter(|&off| {
+        let byte = at::<u8>(tp, off);
+        // SAFETY: bytes of the dead TCB, ours; each put back.
+        unsafe {
+            if *byte != 1 {
+                return false;
+            }
+            *byte = 0;
+            let flipped = kill() != 0;
+            *byte = 1;
+            flipped
+        }
+    });
+    let (Some(exiting), None) = (exiting.next(), exiting.next()) else {
+        return Err("struct pthread exiting");
+    };
+    found.exiting = exiting;
+    found.exit_lock = (exiting + 1).next_multiple_of(4);
+    // SAFETY: as above.
+    if found.exit_lock + 4 > glibc.tcb_size || unsafe { *at::<i32>(tp, found.exit_lock) } != 0 {
+        return Err("struct pthread exit_lock");
+    }
+    Ok(())
 }
 
 /// Attributes for a pthread on `[base, base + size)`.
@@ -131,6 +173,8 @@ struct Stage {
 
 struct Probe<'a> {
     glibc: &'a Glibc,
+    /// The probe's own stack: base and size.
+    own_stack: (usize, usize),
     /// The stack of the thread the probe starts: base and size.
     inner_stack: (usize, usize),
     stage: Mutex<Stage>,
@@ -206,6 +250,8 @@ extern "C" fn run(probe: *mut c_void) -> *mut c_void {
     if let Some((_, found, _)) = &mut st.report {
         *found = found.and_then(|mut found| {
             (found.strerror_buf, found.strsignal_buf) = find_strerror_bufs(probe.glibc, tp)?;
+            find_live_fields(probe.glibc, tp, &mut found)?;
+            find_stack_fields(probe.glibc, tp, probe.own_stack, &mut found)?;
             Ok(found)
         });
     }
@@ -249,6 +295,208 @@ fn find_strerror_bufs(glibc: &Glibc, tp: usize) -> Result<(usize, usize), &'stat
         }
     };
     Ok((once(strerror)?, once(strsignal)?))
+}
+
+/// In the probe pthread (at `tp`, on the stack `own_stack`): finds
+/// `stackblock` and proves with glibc's own reader, `pthread_getattr_np`
+/// on this thread, the words that follow it and the `flags` word.
+///
+/// * On a stack it is given, glibc puts the TCB at the top and records the
+///   whole stack: {stackblock, stackblock_size} = {base, size}.
+/// * `pthread_getattr_np` reports `stackblock_size - guardsize` as the
+///   stack's size and `reported_guardsize` as its guard, and copies
+///   `flags`, whose "explicit scheduling" bit it reports as the inherit
+///   mode: a value written to each candidate word must come back (and the
+///   word is put back as it was).
+/// * `tpp`, which [`find_live_fields`] saw set by a priority-protect lock,
+///   is the word after `reported_guardsize`.
+fn find_stack_fields(
+    glibc: &Glibc,
+    tp: usize,
+    own_stack: (usize, usize),
+    found: &mut Probed,
+) -> Result<(), &'static str> {
+    let (base, size) = own_stack;
+    found.stackblock = (0..glibc.tcb_size.saturating_sub(16))
+        .step_by(8)
+        .find(|&off| {
+            // SAFETY: within our own TCB.
+            unsafe { *at::<usize>(tp, off) == base && *at::<usize>(tp, off + 8) == size }
+        })
+        .ok_or("struct pthread stackblock")?;
+    // SAFETY: pthread_self has no preconditions.
+    let me = unsafe { libc::pthread_self() };
+    let getattr = |read: &dyn Fn(&libc::pthread_attr_t) -> usize| {
+        // SAFETY: attributes initialised by pthread_getattr_np, destroyed
+        // here.
+        unsafe {
+            let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+            if libc::pthread_getattr_np(me, &mut attr) != 0 {
+                return usize::MAX;
+            }
+            let value = read(&attr);
+            libc::pthread_attr_destroy(&mut attr);
+            value
+        }
+    };
+    let stack_size = |attr: &libc::pthread_attr_t| {
+        let (mut addr, mut len) = (ptr::null_mut(), 0);
+        // SAFETY: initialised attributes and two out-pointers.
+        unsafe { libc::pthread_attr_getstack(attr, &mut addr, &mut len) };
+        len
+    };
+    let guard_size = |attr: &libc::pthread_attr_t| {
+        let mut len = 0;
+        // SAFETY: as above.
+        unsafe { libc::pthread_attr_getguardsize(attr, &mut len) };
+        len
+    };
+    let inherit = |attr: &libc::pthread_attr_t| {
+        let mut mode = 0;
+        // SAFETY: as above.
+        unsafe { libc::pthread_attr_getinheritsched(attr, &mut mode) };
+        mode as usize
+    };
+    // A value written into a word of our TCB, read back through glibc, and
+    // the word put back as it was. Nothing else reads these words meanwhile:
+    // they are this thread's record of its own attributes.
+    let written = |off: usize, value: usize, read: &dyn Fn(&libc::pthread_attr_t) -> usize| {
+        let word = at::<usize>(tp, off);
+        // SAFETY: a word of our own TCB.
+        let old = unsafe { std::mem::replace(&mut *word, value) };
+        let got = getattr(read);
+        // SAFETY: as above.
+        unsafe { *word = old };
+        got
+    };
+    let guard = found.stackblock + 16;
+    let page = crate::region::page_size();
+    if written(guard, page, &stack_size) != size - page || written(guard + 8, 3 * page, &guard_size) != 3 * page {
+        return Err("struct pthread guardsize / reported_guardsize");
+    }
+    if found.tpp != guard + 16 {
+        return Err("struct pthread tpp");
+    }
+    let flags = at::<i32>(tp, glibc.flags);
+    // SAFETY: an int of our own TCB.
+    let before = unsafe { *flags };
+    // SAFETY: as above.
+    unsafe { *flags = before | ATTR_FLAG_NOTINHERITSCHED };
+    let mode = getattr(&inherit);
+    // SAFETY: as above.
+    unsafe { *flags = before };
+    if before & ATTR_FLAG_STACKADDR == 0 || mode != libc::PTHREAD_EXPLICIT_SCHED as usize {
+        return Err("struct pthread flags");
+    }
+    Ok(())
+}
+
+/// In the probe pthread (at `tp`): what the kernel and glibc's own calls
+/// show of a live glibc thread.
+///
+/// * The kernel's clear-tid address (`prctl(PR_GET_TID_ADDRESS)`): the
+///   word glibc has the kernel clear at exit, `tid` until 2.42 and
+///   `joinstate` (then "joinable", 2) from 2.43. A kernel without that
+///   prctl (`CONFIG_CHECKPOINT_RESTORE` off) leaves it unproven: `tid`
+///   before glibc 2.43, as glibc's source has it, and `Unsupported` from
+///   2.43 on.
+/// * The robust-futex list head the kernel holds (`get_robust_list`),
+///   which glibc set to an empty list (pointing at itself, with
+///   `robust_prev` before it pointing at it too) and its `futex_offset`.
+/// * `getrandom_buf`: the one TCB word the thread's first `getrandom()`
+///   sets (none where glibc keeps no vDSO state).
+/// * `tpp`: the TCB word a priority-protect mutex lock sets to the buffer
+///   it allocates (checked against `stackblock` by the creator).
+fn find_live_fields(glibc: &Glibc, tp: usize, found: &mut Probed) -> Result<(), &'static str> {
+    let mut clear_tid: usize = 0;
+    // SAFETY: PR_GET_TID_ADDRESS writes one pointer.
+    found.exit_word = if unsafe { libc::prctl(libc::PR_GET_TID_ADDRESS, &mut clear_tid) } == 0 {
+        let off = clear_tid.wrapping_sub(tp);
+        // SAFETY: read only if it lies in our own TCB.
+        let joinable = off + 4 <= glibc.tcb_size && unsafe { *at::<u32>(tp, off) } == THREAD_STATE_JOINABLE;
+        if off != glibc.tid && !joinable {
+            return Err("the clear-tid word is neither tid nor a joinable joinstate");
+        }
+        off
+    } else if glibc_minor() < Ok(43) {
+        glibc.tid
+    } else {
+        return Err("the clear-tid word (the kernel refused PR_GET_TID_ADDRESS)");
+    };
+
+    let (mut head, mut len) = (0usize, 0usize);
+    // SAFETY: get_robust_list(0) writes the calling thread's head and length.
+    if unsafe { libc::syscall(libc::SYS_get_robust_list, 0, &mut head, &mut len) } != 0 || len != ROBUST_HEAD_LEN {
+        return Err("get_robust_list");
+    }
+    found.robust_head = head.wrapping_sub(tp);
+    if found.robust_head < 8 || found.robust_head + ROBUST_HEAD_LEN > glibc.tcb_size {
+        return Err("the robust list head is not in struct pthread");
+    }
+    // SAFETY: words of our own TCB (checked just above).
+    unsafe {
+        if *at::<usize>(tp, found.robust_head) != head || *at::<usize>(tp, found.robust_head - 8) != head {
+            return Err("robust_head / robust_prev of a new thread");
+        }
+        found.robust_futex_offset = *at::<isize>(tp, found.robust_head + 8);
+    }
+
+    let words = glibc.tcb_size / size_of::<usize>();
+    let snapshot = || -> Vec<usize> {
+        // SAFETY: our own TCB, tcb_size bytes.
+        unsafe { std::slice::from_raw_parts(tp as *const usize, words) }.to_vec()
+    };
+    let changed = |before: &[usize], after: &[usize]| -> Vec<usize> {
+        (0..words).filter(|&i| before[i] != after[i]).map(|i| i * size_of::<usize>()).collect()
+    };
+    let before = snapshot();
+    let mut bytes = [0u8; 16];
+    // SAFETY: a buffer of ours; GRND_NONBLOCK never waits.
+    unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), libc::GRND_NONBLOCK) };
+    let after = snapshot();
+    found.getrandom_buf = match changed(&before, &after)[..] {
+        [] => 0,
+        [off] if before[off / 8] == 0 => off,
+        _ => return Err("struct pthread getrandom_buf"),
+    };
+
+    unsafe extern "C" {
+        fn pthread_mutexattr_setprioceiling(attr: *mut libc::pthread_mutexattr_t, ceiling: libc::c_int) -> libc::c_int;
+    }
+    let before = snapshot();
+    // SAFETY: a mutex of ours, initialised, locked and unlocked (only if
+    // the lock succeeded) and destroyed here; its attributes likewise.
+    unsafe {
+        let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
+        let mut mutex: libc::pthread_mutex_t = std::mem::zeroed();
+        libc::pthread_mutexattr_init(&mut attr);
+        libc::pthread_mutexattr_setprotocol(&mut attr, libc::PTHREAD_PRIO_PROTECT);
+        pthread_mutexattr_setprioceiling(&mut attr, libc::sched_get_priority_min(libc::SCHED_FIFO));
+        libc::pthread_mutex_init(&mut mutex, &attr);
+        if libc::pthread_mutex_lock(&mut mutex) == 0 {
+            libc::pthread_mutex_unlock(&mut mutex);
+        }
+        libc::pthread_mutex_destroy(&mut mutex);
+        libc::pthread_mutexattr_destroy(&mut attr);
+    }
+    let after = snapshot();
+    // The lock also records the thread's scheduling (small numbers);
+    // the buffer is the one new word that malloc says it owns.
+    let mut buffers =
+        changed(&before, &after).into_iter().filter(|&off| before[off / 8] == 0 && is_mapped(after[off / 8]));
+    match (buffers.next(), buffers.next()) {
+        (Some(off), None) => found.tpp = off,
+        _ => return Err("struct pthread tpp"),
+    }
+    Ok(())
+}
+
+/// Whether `addr` lies in a mapped page.
+fn is_mapped(addr: usize) -> bool {
+    let page = crate::region::page_size();
+    let mut vec = 0u8;
+    // SAFETY: mincore reads nothing of the page; it fails with ENOMEM if unmapped.
+    addr != 0 && unsafe { libc::mincore((addr & !(page - 1)) as *mut c_void, 1, &mut vec) } == 0
 }
 
 /// In the probe pthread: once the creator holds the word [`Lists`] takes
@@ -514,7 +762,13 @@ mod tests {
         for (pass_at, rounds, ok) in [(1, 1, true), (3, 3, true), (0, MALLOC_CHECK_ROUNDS, false)] {
             ROUNDS.store(0, Ordering::SeqCst);
             PASS_AT.store(pass_at, Ordering::SeqCst);
-            let probe = Probe { glibc: &glibc, inner_stack: (0, 0), stage: Mutex::default(), turn: Condvar::new() };
+            let probe = Probe {
+                glibc: &glibc,
+                own_stack: (0, 0),
+                inner_stack: (0, 0),
+                stage: Mutex::default(),
+                turn: Condvar::new(),
+            };
             probe.lock().report = Some((0, Ok(Probed::default()), [1, 1]));
             let found = std::thread::scope(|s| {
                 let answers = s.spawn(|| answer_malloc_checks(&probe, free_again).report.as_ref().unwrap().1.is_ok());
