@@ -275,16 +275,18 @@ fn rseq_area_starts_clean_on_a_reused_region() {
     let region = first.layout().region;
     first.join().unwrap();
     // The last thread's leftovers: a critical-section pointer and flags
-    // (the kernel reads neither until the area is registered again).
+    // (the kernel reads neither until the area is registered again; this
+    // machine's kernel clears a stale rseq_cs, older ones act on it).
     // SAFETY: the pooled region is mapped and no thread runs on it.
     unsafe {
         *((area + 8) as *mut u64) = 0x7ead_0000;
-        *((area + 16) as *mut u32) = 0;
+        *((area + 16) as *mut u32) = 0x5a5a_0000;
     }
     let second = rawthread::spawn(move || {
-        // SAFETY: our own registered area; the kernel writes cpu_id, not rseq_cs.
-        unsafe { *((area + 8) as *const u64) }
+        // SAFETY: our own registered area: rseq_cs and flags, which only
+        // the thread itself writes (the kernel may clear rseq_cs).
+        unsafe { (*((area + 8) as *const u64), *((area + 16) as *const u32)) }
     });
     assert_eq!(second.layout().region, region, "the region was not reused");
-    assert_eq!(second.join().unwrap(), 0, "the new thread started with the last one's rseq_cs");
+    assert_eq!(second.join().unwrap(), (0, 0), "the new thread started with the last one's rseq_cs, flags");
 }
