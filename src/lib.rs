@@ -63,23 +63,25 @@
 //! * **glibc 2.35 or later on x86_64 only** (tested with 2.36, 2.41 and 2.43 by
 //!   `.ci/glibc-matrix`). The build fails with a clear message on any
 //!   other target; musl hides the state a thread needs.
-//! * `pthread_exit`, `pthread_cancel`, `pthread_join`, `pthread_detach` and
-//!   robust mutexes must not be used on raw threads (`pthread_getattr_np`
-//!   works: it reports the raw thread's stack). `std::thread::current()` works
-//!   on them but has no name (std offers no way to name a thread it did not
-//!   create).
-//! * malloc's per-thread state is handed on, not freed: the process keeps one
-//!   malloc cache per thread that was ever alive *at the same time* as the
-//!   others (glibc's own threads free theirs at exit, in a clean-up it does not
-//!   export). Everything else glibc frees at a thread's exit (`strerror` and
-//!   `strsignal` buffers, the `dlerror()` message, the resolver's sockets)
-//!   raw threads free too; the legacy Sun RPC state of libc's compatibility
-//!   symbols, which no program built today can reach, is not freed.
-//! * **glibc 2.41 and later: `getrandom()`'s per-thread state is left
-//!   behind** by each raw thread that calls glibc's `getrandom` (std's
-//!   `HashMap` seeding does): glibc gives it back only in a pthread's exit.
-//!   Measured: 20,000 such threads, 3.8 MB more RSS and 25 more mappings;
-//!   no growth on 2.36.
+//! * `pthread_join`, `pthread_detach` and `pthread_cancel` on a raw thread,
+//!   and `pthread_exit` in one, must not be used: glibc unwinds a cancelled or
+//!   exiting thread to a frame of its own `start_thread`, which raw threads do
+//!   not have. The rest of what glibc offers for a thread works on raw threads
+//!   as on a pthread: `pthread_getattr_np` (stack, guard, scheduling),
+//!   `pthread_getschedparam`, `pthread_setschedparam`, `pthread_setschedprio`,
+//!   `pthread_getcpuclockid`, `pthread_kill`, robust and priority-protect
+//!   mutexes, and `pthread_exit` in `main` (the process then lives until its
+//!   last thread, raw or not, returns). `std::thread::current()` works on them
+//!   but has no name (std offers no way to name a thread it did not create).
+//! * malloc's per-thread state, and on glibc 2.41 and later `getrandom()`'s
+//!   vDSO state, are handed on to the next thread, not freed: the process
+//!   keeps one of each per thread that was ever alive *at the same time* as
+//!   the others (glibc's own threads give theirs back at exit, in clean-ups it
+//!   does not export). Everything else glibc frees at a thread's exit
+//!   (`strerror` and `strsignal` buffers, the `dlerror()` message, the
+//!   resolver's sockets, the priority-protect buffer) raw threads free too;
+//!   the legacy Sun RPC state of libc's compatibility symbols, which no
+//!   program built today can reach, is not freed.
 //! * rawthread is meant to be linked into an executable, as Rust links crates
 //!   by default. In a `cdylib`/`dylib`, Rust's thread-locals go through
 //!   `__tls_get_addr`, which the overflow handler and a detached thread's

@@ -28,7 +28,71 @@
 //! | `block` | building, renewing and freeing a region's thread block |
 //! | `duties` | a raw thread's first and last steps |
 //! | `lists` | glibc's thread list, which raw threads join and leave |
-//! | `handover` | malloc's per-thread state, handed from thread to thread |
+//! | `handover` | what glibc frees only in its own thread exit (malloc's and `getrandom`'s state), handed from thread to thread |
+//!
+//! # glibc's per-thread duties
+//!
+//! Everything glibc does for one of its threads, from `pthread_create`
+//! (`allocate_stack`, `get_cached_stack`), `start_thread`,
+//! `__libc_thread_freeres`, `__nptl_free_tcb`/`__nptl_deallocate_stack` and
+//! `pthread_exit` (glibc 2.35 to 2.43), and what rawthread does instead. To
+//! check rawthread against a new glibc release, read those functions and
+//! `struct pthread` (`nptl/descr.h`) against this table: a new field that
+//! a thread's creation, start or exit writes is a new row.
+//!
+//! The last column names the rule of the twin census (a pthread and a raw
+//! thread compared on the running glibc, issue 17) that would catch the
+//! duty's absence: **C** the two blocks agree at creation, **K** the kernel
+//! holds the same registrations for both, **X** every word a pthread's exit
+//! changes also changes for the raw thread, **P** no pointer the thread's
+//! calls created survives its exit unless handed on on purpose, **G** libc's
+//! globals that move with a pthread's life move with a raw thread's. The
+//! census itself is not built yet: today the tests in the fourth column
+//! are what guard each row.
+//!
+//! | duty (glibc) | where rawthread does it | test | census |
+//! |---|---|---|---|
+//! | static TLS from every module's image, a DTV (`_dl_allocate_tls`) | `block.rs` `list_then_allocate_tls` | `std_compat.rs` `thread_local_starts_fresh_in_each_thread` | C |
+//! | TCB header: `tcb`, `self`, `multiple_threads`, stack and pointer guards, `feature_1` | `block.rs` `write_header` | `std_compat.rs` (all of it runs on them) | C |
+//! | `specific[0]` = the in-TCB key block | `write_header` | `std_compat.rs` `pthread_key_destructors_run_at_exit` | C |
+//! | `stackblock`, `stackblock_size`, `guardsize`, `reported_guardsize` | `write_header` (from the guard's start) | `api.rs` `pthread_getattr_np_reports_the_stack`, `small_stacks_take_glibcs_big_formats`; `glibc_duties.rs` `getattr_reports_the_guard` | C |
+//! | robust list: `robust_head` empty, `robust_prev`, `futex_offset` | `write_header` | `glibc_duties.rs` `robust_mutexes_in_raw_threads` | C |
+//! | `set_robust_list` at start | `duties.rs` `enter` | the same | K |
+//! | rseq area cleared, `cpu_id` "not yet", registered at start | `write_header`; `enter` | `glibc_duties.rs` `rseq_area_starts_clean_on_a_reused_region`; `std_compat.rs` `rseq_registered_when_glibc_registers_it` | C, K |
+//! | `flags` (attribute flags; the creator's recorded scheduling; `DO_RSEQ`) | `write_header`; `Block::record_scheduling` | `glibc_duties.rs` `getattr_reports_the_scheduling` | C |
+//! | `schedpolicy`, `schedparam`: the creator's, or the attribute's | the same | the same | C |
+//! | `joinstate` = joinable and the kernel's clear-tid word (2.43; `joinid` before, 0 for joinable) | `write_header`; `life.rs` clone request | `glibc_duties.rs` `glibc_thread_calls_work_on_a_raw_thread` | C, K |
+//! | `__nptl_nthreads` + 1 before clone, − 1 if it fails | `duties.rs` `count`/`uncount`, from `life.rs` | `last_thread.rs` | G |
+//! | on `_dl_stack_used`, under `_dl_stack_cache_lock` (rawthread: `_dl_stack_user`, stack "user") | `lists.rs` `list` | `glibc_lists.rs` (setuid, dlopen, dlclose, gdb, fork) | C (excused: a raw thread's stack is its own on purpose) |
+//! | `lock` taken for the creator's set-up (`stopped_start`) | `life.rs` gate | `options.rs` | — |
+//! | signals blocked over the clone, the creator's mask restored in the child | only when a mask or a gate asks (`life.rs`): the block is complete before the thread exists | `std_compat.rs` `signals_from_a_thread_s_first_instruction` | — |
+//! | the locale's ctype tables (`__ctype_init`) | `write_header`, in the creator | `std_compat.rs` `raw_threads_start_in_the_global_locale` | C |
+//! | the resolver state in `struct pthread`, `__resp` pointed at it | `write_header` (rawthread's own `res_state` below the TLS) | `std_compat.rs` `resolver_state_is_per_thread` | C (excused: elsewhere on purpose) |
+//! | `getrandom_buf` null in a new thread (2.41+) | handed on instead (`handover.rs` `Legacy`) | `glibc_duties.rs` `getrandom_states_are_handed_on` | P (excused: handed on) |
+//! | `report_events`, `eventbuf`: debugger events, when a debugger asks | skipped: only under `td_ta_set_event`; gdb finds raw threads on the list | `glibc_lists.rs` `gdb_info_threads_lists_raw_threads_by_name` | C |
+//! | `cleanup_jmp_buf`: where `pthread_exit` and cancellation unwind to | skipped: `pthread_exit` and `pthread_cancel` are not for raw threads (see Known limits) | — | C (excused) |
+//! | `thread_local!` destructors (`__call_tls_dtors`) | `duties.rs` `leave` | `std_compat.rs` `thread_local_destructors_have_run_when_join_returns` | X |
+//! | pthread-key destructors (`__nptl_deallocate_tsd`) | `leave` (`run_key_destructors`) | `std_compat.rs` `pthread_key_destructors_run_at_exit` | X, P |
+//! | malloc's tcache and arena let go (`__libc_thread_freeres`) | handed on instead (`Legacy`) | `api.rs` `allocating_threads_do_not_leak_malloc_memory` | P (excused: handed on) |
+//! | the resolver's sockets, `strerror`/`strsignal` buffers, the `dlerror` message | `leave` | `api.rs` `glibc_per_thread_buffers_do_not_leak` | P |
+//! | Sun RPC state (`__rpc_thread_destroy`) | skipped: compatibility symbols no program built today reaches | — | P |
+//! | `cancelhandling` \|= EXITING | `leave` | — (no call a raw thread supports reads it) | X |
+//! | `joinstate` → exiting, for `pthread_join`/`pthread_detach` (2.43) | skipped: those are not for raw threads; the kernel clears it at exit | — | X |
+//! | `__nptl_nthreads` − 1; the last thread calls `exit(0)` | `leave` | `last_thread.rs` | G |
+//! | signals blocked but SIGSETXID before the last steps | detached threads only (`life.rs`); a joinable thread's last steps need no mask | `lifecycle.rs` | — |
+//! | `exiting` = true under `exit_lock` (read by `pthread_kill`) | `leave` | `glibc_duties.rs` `pthread_kill_on_an_exited_raw_thread` | X |
+//! | the vDSO `getrandom` state back to glibc's pool | handed on (`Legacy`) | `getrandom_states_are_handed_on` | P (excused) |
+//! | dirty stack pages given back (`advise_stack_range`, glibc's own stacks only) | not yet (issue 19) | — | — |
+//! | answer a pending setxid before exiting | `lists.rs` `unlist`: off the list, with signals open, under the lock | `glibc_lists.rs` `setxid_reaches_a_thread_in_its_tls_destructor` | — |
+//! | the priority-protect buffer `tpp` freed (`__nptl_free_tcb`) | `leave` | `glibc_duties.rs` `priority_protect_buffers_are_freed` | P |
+//! | `tid` = 0 (2.43, where the kernel clears `joinstate`) | `leave` | `glibc_thread_calls_work_on_a_raw_thread` | X |
+//! | `SYS_exit` with the clear-tid word, which the joiner waits on | `sys::exit_thread`, `join.rs` | `api.rs`, `lifecycle.rs` | K |
+//! | the DTV and dynamic TLS freed when the stack is reused or freed | `block.rs` `renew`, `Drop` | `api.rs` `no_mapping_or_tls_leak_over_many_threads` | P |
+//! | stack mappings named (`name_stack_maps`, 2.42+, glibc's own stacks) | skipped: rawthread's regions are its own mappings | — | — |
+//!
+//! Every private offset above comes from a libthread_db descriptor or is
+//! found and proven by [`probe`] on the running glibc (`layout.rs` and
+//! `probe.rs` say how); none is a hard-coded number.
 
 mod block;
 mod duties;
