@@ -643,7 +643,8 @@ const GSCOPE_WAIT: i32 = 2;
 /// inside a symbol lookup: a raw thread marks itself as in one, as glibc's
 /// lookup does, and sees `dlclose` ask to be woken when it is done; the
 /// `dlclose` returns only after that. And while raw threads look symbols
-/// up without end, a library can be opened and closed 200 times.
+/// up without end, a library can be opened and closed 200 times, and
+/// every lookup finds its symbol.
 #[test]
 fn dlclose_waits_for_raw_threads_in_a_symbol_lookup() {
     const TEST: &str = "dlclose_waits_for_raw_threads_in_a_symbol_lookup";
@@ -695,27 +696,44 @@ fn dlclose_waits_for_raw_threads_in_a_symbol_lookup() {
     assert!(asked, "dlclose did not wait for the raw thread in a symbol lookup");
     assert!(!closed_early, "dlclose returned while the raw thread was in a lookup");
 
+    // Four raw threads look symbols up until told to stop. Each says when
+    // its first lookup is done, and the cycles start only once all four
+    // have: however late the scheduler runs them, they are looking up.
     let stop = Arc::new(AtomicBool::new(false));
+    let (looking, first_lookups) = channel();
     let lookers: Vec<_> = (0..4)
         .map(|_| {
-            let stop = stop.clone();
+            let (stop, mut looking) = (stop.clone(), Some(looking.clone()));
             rawthread::spawn(move || {
-                let mut found = 0u64;
-                while !stop.load(Ordering::Relaxed) {
+                let (mut lookups, mut found) = (0u64, 0u64);
+                loop {
                     // SAFETY: lookups of names libc defines.
                     found += unsafe { !libc::dlsym(libc::RTLD_DEFAULT, c"strlen".as_ptr()).is_null() } as u64;
+                    lookups += 1;
+                    // Sent, then dropped: should a looker die before its
+                    // first send, the wait below ends instead of hanging.
+                    if let Some(looking) = looking.take() {
+                        looking.send(()).unwrap();
+                    }
+                    if stop.load(Ordering::Relaxed) {
+                        return (lookups, found);
+                    }
                 }
-                found
             })
         })
         .collect();
+    drop(looking);
+    for _ in 0..4 {
+        first_lookups.recv().expect("a looker died before its first lookup");
+    }
     for _ in 0..200 {
         let handle = dlopen(&path, libc::RTLD_NOW | libc::RTLD_GLOBAL);
         // SAFETY: as above.
         assert_eq!(unsafe { libc::dlclose(handle) }, 0);
     }
     stop.store(true, Ordering::Relaxed);
-    assert!(lookers.into_iter().all(|h| h.join().unwrap() > 0));
+    let counts: Vec<(u64, u64)> = lookers.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(counts.iter().all(|&(lookups, found)| found == lookups), "(lookups, found) per looker: {counts:?}");
     std::fs::remove_file(&path).unwrap();
     println!("1 passed");
 }
