@@ -271,8 +271,12 @@ fn seteuid_flips_under_spawn_churn() {
     }
     let window: Arc<Mutex<Vec<Worker>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
+    // The churn says when its first round is done, and the flips start
+    // only then: from the first flip on, the window holds a churned thread.
+    let (churning, first_round) = channel();
     let churn = {
         let (window, stop) = (window.clone(), stop.clone());
+        let mut churning = Some(churning);
         rawthread::spawn(move || {
             let mut made = 0usize;
             while !stop.load(Ordering::Relaxed) {
@@ -289,10 +293,16 @@ fn seteuid_flips_under_spawn_churn() {
                 // Short-lived threads too, joined at once.
                 rawthread::spawn(euid).join().unwrap();
                 made += 1;
+                // Sent, then dropped: should the churn die first, the wait
+                // below ends instead of hanging.
+                if let Some(churning) = churning.take() {
+                    churning.send(()).unwrap();
+                }
             }
             made
         })
     };
+    first_round.recv().expect("the churn died in its first round");
     let long = Worker::raw("long-lived");
     for flip in 0..300 {
         let to = if flip % 2 == 0 { NOBODY } else { 0 };
