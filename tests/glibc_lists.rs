@@ -372,7 +372,7 @@ fn raw_threads_are_on_glibc_list_while_they_live() {
         return;
     }
     rawthread::spawn(|| ()).join().unwrap();
-    let (base_tasks, base) = (tasks(), glibc_user_threads().expect("a sound list"));
+    let (base_tasks, base) = (live_tasks(), glibc_user_threads().expect("a sound list"));
     let all = Arc::new(std::sync::Barrier::new(25));
     let joinable: Vec<_> = (0..8)
         .map(|_| {
@@ -407,10 +407,12 @@ fn raw_threads_are_on_glibc_list_while_they_live() {
     });
     assert_eq!(listed, Some(base + 24), "24 raw threads alive");
     joinable.into_iter().for_each(|h| h.join().unwrap());
-    // `>`: a thread joined just before `base_tasks` was read may still
-    // have been in /proc/self/task then (the kernel clears the tid word
-    // before the task leaves the list).
-    while tasks() > base_tasks {
+    // Until the detached threads too are past their last instruction.
+    // Tasks that have begun to exit are not counted: a thread joined just
+    // before `base_tasks` was read may still have been in /proc/self/task
+    // then (the kernel clears the tid word before the task leaves it), and
+    // counted there, it would end this wait one thread early.
+    while live_tasks() > base_tasks {
         std::thread::yield_now();
     }
     assert_eq!(glibc_user_threads(), Some(base), "every raw thread has exited");

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{drain_pool, fds, glibc_user_threads, in_child, maps, refuse_syscalls, run_child_ok, tasks};
+use common::{drain_pool, fds, glibc_user_threads, in_child, live_tasks, maps, refuse_syscalls, run_child_ok, tasks};
 use rawthread::{Builder, Scheduling};
 
 /// How often each check is repeated: a child that ran before its set-up
@@ -131,10 +131,13 @@ fn watched() -> (Arc<AtomicBool>, impl FnOnce() + Send + 'static) {
     (ran, move || mine.store(true, Ordering::SeqCst))
 }
 
-/// What a process has that a leaking spawn would grow.
+/// What a process has that a leaking spawn would grow. Its threads are
+/// counted without those that have begun to exit: one just joined, or a
+/// failed spawn's child just waited for, may still be listed in
+/// /proc/self/task for a while.
 fn resources() -> (usize, usize, usize, Option<usize>) {
     drain_pool();
-    (maps(), fds(), tasks(), glibc_user_threads())
+    (maps(), fds(), live_tasks(), glibc_user_threads())
 }
 
 /// Spawns that fail in their set-up, after the clone: each is the

@@ -126,6 +126,28 @@ pub fn tasks() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
 }
 
+/// Number of tasks in this process that have not begun to exit. A join
+/// returns once the kernel clears the thread's tid word, which it does in
+/// the thread's exit, before it takes the task off /proc/self/task: a
+/// thread just joined may still be listed there for a while, with
+/// `PF_EXITING` in its flags (field 9 of its `stat`), running no more
+/// user code. Counted without it, the number is exact at once.
+pub fn live_tasks() -> usize {
+    const PF_EXITING: u64 = 0x4;
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter(|entry| {
+            let stat = entry.as_ref().unwrap().path().join("stat");
+            // Unreadable: reaped since the listing.
+            let Ok(stat) = std::fs::read_to_string(stat) else { return false };
+            // After the name (which may hold spaces and parentheses): the
+            // state, ppid, pgrp, session, tty_nr, tpgid, then the flags.
+            let flags: u64 = stat.rsplit_once(") ").unwrap().1.split(' ').nth(6).unwrap().parse().unwrap();
+            flags & PF_EXITING == 0
+        })
+        .count()
+}
+
 /// Unmaps every pooled region. Which regions the pool keeps, and so how
 /// their mappings merge with their neighbours, varies from run to run;
 /// emptied, the mappings left are exactly what leaked.
