@@ -1249,7 +1249,11 @@ fn signals_from_a_thread_s_first_instruction() {
             action.sa_flags = libc::SA_RESTART;
             assert_eq!(libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()), 0);
         }
-        let sender = std::thread::spawn(|| {
+        // The sender says when it has sent its first signal, and the
+        // spawns start only then: signals are on their way from the first
+        // spawn on, however late the scheduler first runs the sender.
+        let (sending, first_sent) = mpsc::channel();
+        let sender = std::thread::spawn(move || {
             // The sender keeps SIGUSR1 blocked: the others take them.
             // SAFETY: a valid set.
             unsafe {
@@ -1257,17 +1261,28 @@ fn signals_from_a_thread_s_first_instruction() {
                 libc::sigaddset(&mut set, libc::SIGUSR1);
                 libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
             }
+            let mut sending = Some(sending);
             while !STOP.load(Ordering::Relaxed) {
                 // SAFETY: to this process.
                 unsafe { libc::kill(libc::getpid(), libc::SIGUSR1) };
+                if let Some(sending) = sending.take() {
+                    sending.send(()).unwrap();
+                }
             }
         });
+        first_sent.recv().expect("the sender died before its first signal");
         for i in 0..3000 {
             assert_eq!(rawthread::spawn(move || i).join().unwrap(), i);
         }
         STOP.store(true, Ordering::Relaxed);
         sender.join().unwrap();
-        assert!(HANDLED.load(Ordering::Relaxed) > 0, "no signal was handled");
+        // A signal sent is handled once a thread it may go to runs (the
+        // kernel hands it on from a thread that exits first). Waited for,
+        // not asserted at once: were none ever handled, run_child's bound
+        // would end the wait as a failure.
+        while HANDLED.load(Ordering::Relaxed) == 0 {
+            thread::yield_now();
+        }
         println!("{} signals handled", HANDLED.load(Ordering::Relaxed));
         return;
     }
