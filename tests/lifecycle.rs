@@ -525,17 +525,26 @@ fn detached_result_panicking_on_drop_ends_as_std_does() {
 
 /// `set_pool_limits` with zeros while a pooled region's thread is still
 /// exiting (DONE, its handle dropped, held in a `thread_local!` destructor
-/// that another thread releases a little later): the call waits for that
-/// thread and unmaps its region before it returns.
+/// that another thread releases once the call sleeps on that thread's tid
+/// word): the call waits for that thread and unmaps its region before it
+/// returns.
 #[test]
 fn emptying_the_pool_waits_for_exiting_threads() {
     if in_child("emptying_the_pool_waits_for_exiting_threads") {
         let (handle, open) = spawn_held_in_destructor(());
-        let region = handle.layout().region;
+        let (region, tid_word) = (handle.layout().region, handle.layout().tid_word);
         // DONE but not exited: the region goes to the pool, still in use.
         drop(handle);
+        let me = gettid();
         let opener = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(100));
+            // Released only once this thread sleeps in a futex wait
+            // (SYS_futex, 202) on the held thread's tid word: the call
+            // is then waiting for it, whenever the scheduler got it there.
+            let syscall = format!("/proc/self/task/{me}/syscall");
+            let waiting = format!("202 {tid_word:#x} ");
+            while !std::fs::read_to_string(&syscall).unwrap().starts_with(&waiting) {
+                std::thread::yield_now();
+            }
             open.send(()).unwrap();
         });
         rawthread::set_pool_limits(rawthread::PoolLimits { regions: 0, bytes: 0 });
