@@ -40,25 +40,35 @@ fn clone_eagain_is_an_error_and_leaks_nothing() {
     run_child_ok("clone_eagain_is_an_error_and_leaks_nothing");
 }
 
+/// This process's address space (VmSize), in bytes.
+fn address_space() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmSize:")).expect("VmSize in /proc/self/status");
+    kb.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap() << 10
+}
+
+/// Limits the address space (`RLIMIT_AS`, as `ulimit -v`) to what this
+/// process uses now plus `headroom` bytes, or lifts the limit (`None`).
+/// Only the soft limit changes, so that a test may raise it again.
+fn limit_address_space(headroom: Option<u64>) {
+    let limit = headroom.map_or(libc::RLIM_INFINITY, |h| address_space() + h);
+    let mut rlimit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: a valid rlimit to fill, then to set; lowering the soft
+    // limit, or raising it up to the hard one, needs no privilege.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_AS, &mut rlimit), 0);
+        rlimit.rlim_cur = limit.min(rlimit.rlim_max);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_AS, &rlimit), 0);
+    }
+}
+
 /// Under an address-space limit a huge stack is `Err(ENOMEM)`; small ones
 /// still work.
 #[test]
 fn address_space_limit_gives_enomem() {
     if in_child("address_space_limit_gives_enomem") {
         rawthread::spawn(|| ()).join().unwrap();
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        let vm_kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmSize:"))
-            .unwrap()
-            .trim()
-            .trim_end_matches(" kB")
-            .trim()
-            .parse()
-            .unwrap();
-        let limit = (vm_kb << 10) + (256 << 20);
-        // SAFETY: a valid rlimit.
-        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &libc::rlimit { rlim_cur: limit, rlim_max: limit }) }, 0);
+        limit_address_space(Some(256 << 20));
         let e = rawthread::Builder::new().stack_size(1 << 30).spawn(|| ()).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOMEM));
         for _ in 0..10 {
@@ -67,6 +77,31 @@ fn address_space_limit_gives_enomem() {
         return;
     }
     run_child_ok("address_space_limit_gives_enomem");
+}
+
+/// Under an address-space limit set before the first spawn with 96 MiB to
+/// spare, as batch schedulers set `ulimit -v` (too little for malloc to
+/// make a new arena: it reserves 128 MiB for one), the first spawn's probe
+/// succeeds, and so do later spawns, with small and default stacks, a few
+/// at once, each allocating.
+#[test]
+fn first_spawn_under_an_address_space_limit() {
+    if in_child("first_spawn_under_an_address_space_limit") {
+        limit_address_space(Some(96 << 20));
+        let work = |n: usize| move || (0..n).map(|i| vec![i; i + 1].len()).sum::<usize>();
+        let first = rawthread::Builder::new().stack_size(64 << 10).spawn(work(10));
+        assert_eq!(first.expect("the first spawn").join().unwrap(), 55);
+        for _ in 0..3 {
+            let small: Vec<_> =
+                (0..4).map(|_| rawthread::Builder::new().stack_size(64 << 10).spawn(work(100)).unwrap()).collect();
+            let default: Vec<_> = (0..4).map(|_| rawthread::spawn(work(1000))).collect();
+            for handle in small.into_iter().chain(default) {
+                assert!(handle.join().unwrap() >= 5050);
+            }
+        }
+        return;
+    }
+    run_child_ok("first_spawn_under_an_address_space_limit");
 }
 
 /// `fork()` from a raw thread: the child is a copy of that thread alone,

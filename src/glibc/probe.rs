@@ -71,11 +71,8 @@ pub(super) fn probe(glibc: &Glibc) -> io::Result<Probed> {
     }
     let fail = |what: &str| unsupported(format!("glibc layout check failed: {what}"));
     let (tp, found, _) = stage.report.ok_or_else(|| fail("the probe did not run"))?;
-    let mut found = found.map_err(fail)?;
-    stage.lists.unwrap_or(Err(Failure::Layout("the probe did not run"))).map_err(|e| match e {
-        Failure::Layout(what) => fail(what),
-        Failure::Os(errno) => io::Error::from_raw_os_error(errno),
-    })?;
+    let mut found = found.map_err(Failure::into_error)?;
+    stage.lists.unwrap_or(Err(Failure::Layout("the probe did not run"))).map_err(Failure::into_error)?;
     if !(base..base + SIZE).contains(&tp) {
         return Err(fail("the probe's struct pthread is not on its stack"));
     }
@@ -143,15 +140,30 @@ unsafe fn stack_attr(base: usize, size: usize) -> libc::pthread_attr_t {
 }
 
 /// What the probe pthread found: its tp, the offsets, the chunks it freed.
-type Report = (usize, Result<Probed, &'static str>, Freed);
+type Report = (usize, Result<Probed, Failure>, Freed);
 
-/// Why the lists could not be proven: a layout that is not as expected,
-/// or the kernel's refusal of the thread the proof starts.
+/// Why a step of the probe failed: a layout that is not as expected
+/// (`Unsupported`, on every try), or a shortage that kept the step from
+/// running (the errno: ENOMEM when malloc or mmap had no memory, EAGAIN
+/// when the kernel refused the thread the proof of the lists starts),
+/// which says nothing of the layout and may pass.
 #[derive(Clone, Copy, Debug)]
 enum Failure {
     Layout(&'static str),
     Os(i32),
 }
+
+impl Failure {
+    fn into_error(self) -> io::Error {
+        match self {
+            Failure::Layout(what) => unsupported(format!("glibc layout check failed: {what}")),
+            Failure::Os(errno) => io::Error::from_raw_os_error(errno),
+        }
+    }
+}
+
+/// A malloc in the probe returned NULL: malloc's state was not exercised.
+const NO_MEMORY: Failure = Failure::Os(libc::ENOMEM);
 
 /// The probe's progress, shared by its creator and the probe pthread.
 #[derive(Default)]
@@ -221,7 +233,7 @@ fn check_malloc_in_rounds(probe: &Probe, check: fn(&Probed, usize, Freed) -> boo
         };
         if passed || round == MALLOC_CHECK_ROUNDS {
             if !passed {
-                *found = Err("handing on malloc's per-thread state does not hand on its cache");
+                *found = Err(Failure::Layout("handing on malloc's per-thread state does not hand on its cache"));
             }
             st.malloc_checked = true;
         } else {
@@ -251,7 +263,7 @@ extern "C" fn run(probe: *mut c_void) -> *mut c_void {
         *found = found.and_then(|mut found| {
             (found.strerror_buf, found.strsignal_buf) = find_strerror_bufs(probe.glibc, tp)?;
             find_live_fields(probe.glibc, tp, &mut found)?;
-            find_stack_fields(probe.glibc, tp, probe.own_stack, &mut found)?;
+            find_stack_fields(probe.glibc, tp, probe.own_stack, &mut found).map_err(Failure::Layout)?;
             Ok(found)
         });
     }
@@ -270,8 +282,13 @@ fn answer_malloc_checks<'a>(probe: &'a Probe, free_again: fn() -> Freed) -> Mute
         if st.malloc_checked {
             return st;
         }
-        if let Some((_, _, freed)) = &mut st.report {
+        if let Some((_, found, freed)) = &mut st.report {
             *freed = free_again();
+            if freed.contains(&0) {
+                // Nothing to check on: the creator's next round passes
+                // this error on.
+                *found = Err(NO_MEMORY);
+            }
         }
         st.free_again = false;
         probe.turn.notify_all();
@@ -279,11 +296,17 @@ fn answer_malloc_checks<'a>(probe: &'a Probe, free_again: fn() -> Freed) -> Mute
 }
 
 /// The TCB words that hold the strings `strerror` and `strsignal` return
-/// for unknown numbers, in the calling thread (at `tp`).
-fn find_strerror_bufs(glibc: &Glibc, tp: usize) -> Result<(usize, usize), &'static str> {
+/// for unknown numbers, in the calling thread (at `tp`). Their buffers
+/// come from malloc: without memory `strsignal` returns NULL and `strerror`
+/// a fixed "Unknown error" without the number, and that is ENOMEM.
+fn find_strerror_bufs(glibc: &Glibc, tp: usize) -> Result<(usize, usize), Failure> {
     // SAFETY: strerror and strsignal have no preconditions; the strings
     // stay ours until this thread calls them again.
     let (strerror, strsignal) = unsafe { (libc::strerror(1000), libc::strsignal(200)) };
+    // SAFETY: strerror returns a NUL-terminated string.
+    if strsignal.is_null() || !unsafe { std::ffi::CStr::from_ptr(strerror) }.to_bytes().ends_with(b"1000") {
+        return Err(NO_MEMORY);
+    }
     let once = |p: *mut libc::c_char| {
         let mut words = (tp..tp + glibc.tcb_size).step_by(size_of::<usize>()).filter(|&w| {
             // SAFETY: reading this thread's own TCB.
@@ -291,7 +314,7 @@ fn find_strerror_bufs(glibc: &Glibc, tp: usize) -> Result<(usize, usize), &'stat
         });
         match (words.next(), words.next()) {
             (Some(w), None) => Ok(w - tp),
-            _ => Err("struct pthread tls_state"),
+            _ => Err(Failure::Layout("struct pthread tls_state")),
         }
     };
     Ok((once(strerror)?, once(strsignal)?))
@@ -407,7 +430,7 @@ fn find_stack_fields(
 ///   sets (none where glibc keeps no vDSO state).
 /// * `tpp`: the TCB word a priority-protect mutex lock sets to the buffer
 ///   it allocates (checked against `stackblock` by the creator).
-fn find_live_fields(glibc: &Glibc, tp: usize, found: &mut Probed) -> Result<(), &'static str> {
+fn find_live_fields(glibc: &Glibc, tp: usize, found: &mut Probed) -> Result<(), Failure> {
     let mut clear_tid: usize = 0;
     // SAFETY: PR_GET_TID_ADDRESS writes one pointer.
     found.exit_word = if unsafe { libc::prctl(libc::PR_GET_TID_ADDRESS, &mut clear_tid) } == 0 {
@@ -415,28 +438,28 @@ fn find_live_fields(glibc: &Glibc, tp: usize, found: &mut Probed) -> Result<(), 
         // SAFETY: read only if it lies in our own TCB.
         let joinable = off + 4 <= glibc.tcb_size && unsafe { *at::<u32>(tp, off) } == THREAD_STATE_JOINABLE;
         if off != glibc.tid && !joinable {
-            return Err("the clear-tid word is neither tid nor a joinable joinstate");
+            return Err(Failure::Layout("the clear-tid word is neither tid nor a joinable joinstate"));
         }
         off
     } else if glibc_minor() < Ok(43) {
         glibc.tid
     } else {
-        return Err("the clear-tid word (the kernel refused PR_GET_TID_ADDRESS)");
+        return Err(Failure::Layout("the clear-tid word (the kernel refused PR_GET_TID_ADDRESS)"));
     };
 
     let (mut head, mut len) = (0usize, 0usize);
     // SAFETY: get_robust_list(0) writes the calling thread's head and length.
     if unsafe { libc::syscall(libc::SYS_get_robust_list, 0, &mut head, &mut len) } != 0 || len != ROBUST_HEAD_LEN {
-        return Err("get_robust_list");
+        return Err(Failure::Layout("get_robust_list"));
     }
     found.robust_head = head.wrapping_sub(tp);
     if found.robust_head < 8 || found.robust_head + ROBUST_HEAD_LEN > glibc.tcb_size {
-        return Err("the robust list head is not in struct pthread");
+        return Err(Failure::Layout("the robust list head is not in struct pthread"));
     }
     // SAFETY: words of our own TCB (checked just above).
     unsafe {
         if *at::<usize>(tp, found.robust_head) != head || *at::<usize>(tp, found.robust_head - 8) != head {
-            return Err("robust_head / robust_prev of a new thread");
+            return Err(Failure::Layout("robust_head / robust_prev of a new thread"));
         }
         found.robust_futex_offset = *at::<isize>(tp, found.robust_head + 8);
     }
@@ -457,7 +480,7 @@ fn find_live_fields(glibc: &Glibc, tp: usize, found: &mut Probed) -> Result<(), 
     found.getrandom_buf = match changed(&before, &after)[..] {
         [] => 0,
         [off] if before[off / 8] == 0 => off,
-        _ => return Err("struct pthread getrandom_buf"),
+        _ => return Err(Failure::Layout("struct pthread getrandom_buf")),
     };
 
     unsafe extern "C" {
@@ -473,11 +496,16 @@ fn find_live_fields(glibc: &Glibc, tp: usize, found: &mut Probed) -> Result<(), 
         libc::pthread_mutexattr_setprotocol(&mut attr, libc::PTHREAD_PRIO_PROTECT);
         pthread_mutexattr_setprioceiling(&mut attr, libc::sched_get_priority_min(libc::SCHED_FIFO));
         libc::pthread_mutex_init(&mut mutex, &attr);
-        if libc::pthread_mutex_lock(&mut mutex) == 0 {
+        let locked = libc::pthread_mutex_lock(&mut mutex);
+        if locked == 0 {
             libc::pthread_mutex_unlock(&mut mutex);
         }
         libc::pthread_mutex_destroy(&mut mutex);
         libc::pthread_mutexattr_destroy(&mut attr);
+        // The buffer could not be had: a shortage, not a layout.
+        if locked == libc::ENOMEM {
+            return Err(NO_MEMORY);
+        }
     }
     let after = snapshot();
     // The lock also records the thread's scheduling (small numbers);
@@ -486,7 +514,7 @@ fn find_live_fields(glibc: &Glibc, tp: usize, found: &mut Probed) -> Result<(), 
         changed(&before, &after).into_iter().filter(|&off| before[off / 8] == 0 && is_mapped(after[off / 8]));
     match (buffers.next(), buffers.next()) {
         (Some(off), None) => found.tpp = off,
-        _ => return Err("struct pthread tpp"),
+        _ => return Err(Failure::Layout("struct pthread tpp")),
     }
     Ok(())
 }
@@ -617,13 +645,20 @@ const PROBE_CHUNKS: [usize; 2] = [200, 4096];
 /// A malloc that replaces glibc's keeps its own per-thread state, which
 /// glibc does not free at a thread's exit either (allocators free theirs
 /// in pthread-key destructors, which raw threads run): nothing to find.
-fn find_malloc_state(glibc: &Glibc, tp: usize) -> Result<(Probed, Freed), &'static str> {
+///
+/// errno lies in libc's TLS too, and a malloc that runs short of address
+/// space sets it (when it cannot reserve a new arena, even if it then
+/// gets memory elsewhere): its word is never malloc's. A malloc that
+/// returns NULL has not exercised the state: ENOMEM, not a layout.
+fn find_malloc_state(glibc: &Glibc, tp: usize) -> Result<(Probed, Freed), Failure> {
     const WORDS: usize = LIBC_TLS_MAX / size_of::<usize>();
     if !glibc.glibc_malloc {
         return Ok(Default::default());
     }
     let block = (tp - glibc.libc_tls_below_tp) as *const usize;
     let words = glibc.libc_tls_len / size_of::<usize>();
+    // SAFETY: __errno_location has no preconditions.
+    let errno = (unsafe { libc::__errno_location() } as usize).wrapping_sub(block as usize) / size_of::<usize>();
     let snapshot = || {
         let mut s = [0usize; WORDS];
         // SAFETY: this thread's own libc TLS block, `words` long (checked
@@ -634,24 +669,27 @@ fn find_malloc_state(glibc: &Glibc, tp: usize) -> Result<(Probed, Freed), &'stat
     let fresh = snapshot();
     let freed = free_probe_chunks();
     let used = snapshot();
+    if freed.contains(&0) {
+        return Err(NO_MEMORY);
+    }
     let mut found = Probed::default();
-    for i in (0..words).filter(|&i| fresh[i] != used[i]) {
+    for i in (0..words).filter(|&i| fresh[i] != used[i] && i != errno) {
         let words = &mut found.malloc;
         if words.count == MALLOC_WORDS_MAX {
-            return Err("malloc's per-thread state is larger than expected");
+            return Err(Failure::Layout("malloc's per-thread state is larger than expected"));
         }
         words.below_tp[words.count] = glibc.libc_tls_below_tp - i * size_of::<usize>();
         words.fresh.0[words.count] = fresh[i];
         words.count += 1;
     }
     if found.malloc.count == 0 {
-        return Err("malloc's per-thread state is not in libc's TLS");
+        return Err(Failure::Layout("malloc's per-thread state is not in libc's TLS"));
     }
     Ok((found, freed))
 }
 
 /// Allocates a chunk of each of [`PROBE_CHUNKS`] and frees them; returns
-/// their addresses.
+/// their addresses (0 for a malloc that returned NULL).
 fn free_probe_chunks() -> Freed {
     // SAFETY: malloc and free; the addresses are only compared from here on.
     unsafe {
@@ -701,7 +739,7 @@ mod tests {
     /// fresh), then, while it waits, [`check_malloc_state`] here on what it
     /// found with `keep` applied to it.
     fn check_in_pthread(keep: fn(&mut Probed)) -> bool {
-        type Found = (usize, Result<(Probed, Freed), &'static str>);
+        type Found = (usize, Result<(Probed, Freed), Failure>);
         struct Shared {
             glibc: Glibc,
             found: Mutex<Option<Found>>,
