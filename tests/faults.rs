@@ -79,15 +79,19 @@ fn address_space_limit_gives_enomem() {
     run_child_ok("address_space_limit_gives_enomem");
 }
 
-/// Under an address-space limit set before the first spawn with 96 MiB to
-/// spare, as batch schedulers set `ulimit -v` (too little for malloc to
-/// make a new arena: it reserves 128 MiB for one), the first spawn's probe
-/// succeeds, and so do later spawns, with small and default stacks, a few
-/// at once, each allocating.
+/// Under an address-space limit set before the first spawn, as batch
+/// schedulers set `ulimit -v`, with 96 MiB to spare, and with 48 MiB: too
+/// little for malloc to make a new arena for a new thread (it reserves
+/// 128 MiB for one, or 64 MiB that the kernel happens to align), so the
+/// first spawn's probe meets a thread that malloc serves with a mapping
+/// per chunk. The first spawn and later ones succeed, with small and
+/// default stacks, a few at once, each allocating.
 #[test]
 fn first_spawn_under_an_address_space_limit() {
-    if in_child("first_spawn_under_an_address_space_limit") {
-        limit_address_space(Some(96 << 20));
+    const TEST: &str = "first_spawn_under_an_address_space_limit";
+    if in_child(TEST) {
+        let mib: u64 = std::env::var("HEADROOM_MIB").unwrap().parse().unwrap();
+        limit_address_space(Some(mib << 20));
         let work = |n: usize| move || (0..n).map(|i| vec![i; i + 1].len()).sum::<usize>();
         let first = rawthread::Builder::new().stack_size(64 << 10).spawn(work(10));
         assert_eq!(first.expect("the first spawn").join().unwrap(), 55);
@@ -101,7 +105,71 @@ fn first_spawn_under_an_address_space_limit() {
         }
         return;
     }
-    run_child_ok("first_spawn_under_an_address_space_limit");
+    for mib in ["96", "48"] {
+        assert_child_passed(&run_child(TEST, &[("HEADROOM_MIB", mib)]));
+    }
+}
+
+/// Under limits too tight for the first spawn's probe, it fails with the
+/// shortage it met (ENOMEM, or EAGAIN for a thread), never `Unsupported`,
+/// and leaves nothing behind, so that a later spawn may probe again:
+/// * from a thread made under the limit (which malloc left without an
+///   arena, so it has none to lend the probe);
+/// * at every headroom from 256 KiB up in steps of 8 KiB, until the probe
+///   finds room (each step, the probe runs short at some other point: its
+///   stacks, its threads, its mallocs, strerror's buffers, the spawn's own
+///   region), each failure leaving as many mappings and tasks as before.
+///
+/// Once the limit is lifted, a spawn succeeds.
+#[test]
+fn probe_short_of_memory_is_enomem_and_leaves_nothing() {
+    const TEST: &str = "probe_short_of_memory_is_enomem_and_leaves_nothing";
+    if !in_child(TEST) {
+        run_child_ok(TEST);
+        return;
+    }
+    let is_shortage = |e: &std::io::Error| {
+        assert!(matches!(e.raw_os_error(), Some(libc::ENOMEM | libc::EAGAIN)), "not a shortage: {e:?}");
+    };
+    let settled = |tasks0: usize| {
+        // A joined thread may linger in /proc/self/task for a moment (the
+        // kernel clears its tid word first).
+        while common::tasks() > tasks0 {
+            std::thread::yield_now();
+        }
+    };
+    let tasks0 = common::tasks();
+    limit_address_space(Some(48 << 20));
+    let from_a_new_thread = std::thread::spawn(|| rawthread::Builder::new().stack_size(64 << 10).spawn(|| ()).err());
+    is_shortage(&from_a_new_thread.join().unwrap().expect("a spawn from a thread without an arena"));
+    limit_address_space(None);
+    settled(tasks0);
+    let base = (maps(), common::tasks());
+    let (mut failures, mut errnos) = (0, std::collections::BTreeSet::new());
+    for kib in (256..4096).step_by(4) {
+        limit_address_space(Some(kib << 10));
+        let spawned = rawthread::Builder::new().stack_size(64 << 10).spawn(|| 7);
+        limit_address_space(None);
+        match spawned {
+            Ok(handle) => {
+                assert_eq!(handle.join().unwrap(), 7);
+                println!("the first spawn succeeded with {kib} KiB to spare");
+                break;
+            }
+            Err(e) => {
+                is_shortage(&e);
+                settled(base.1);
+                assert_eq!((maps(), common::tasks()), base, "after a failed spawn with {kib} KiB to spare");
+                failures += 1;
+                errnos.insert(e.raw_os_error());
+            }
+        }
+    }
+    println!("{failures} failed spawns, errnos {errnos:?}");
+    assert!(failures > 0);
+    for _ in 0..3 {
+        assert_eq!(rawthread::spawn(|| 8).join().unwrap(), 8);
+    }
 }
 
 /// `fork()` from a raw thread: the child is a copy of that thread alone,

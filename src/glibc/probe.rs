@@ -44,6 +44,7 @@ pub(super) fn probe(glibc: &Glibc) -> io::Result<Probed> {
     let probe = Probe {
         glibc,
         own_stack: (base, SIZE),
+        creator_tp: current_tp(),
         inner_stack: (base + SIZE, SIZE),
         stage: Mutex::new(Stage::default()),
         turn: Condvar::new(),
@@ -187,6 +188,9 @@ struct Probe<'a> {
     glibc: &'a Glibc,
     /// The probe's own stack: base and size.
     own_stack: (usize, usize),
+    /// The creator's tp: where the probe finds the creator's malloc state
+    /// when malloc gives the probe no arena ([`borrow_creators_arena`]).
+    creator_tp: usize,
     /// The stack of the thread the probe starts: base and size.
     inner_stack: (usize, usize),
     stage: Mutex<Stage>,
@@ -251,14 +255,17 @@ extern "C" fn run(probe: *mut c_void) -> *mut c_void {
     // SAFETY: the creator's `Probe`, alive until it has joined us.
     let probe = unsafe { &*probe.cast::<Probe>() };
     let tp = current_tp();
-    let (found, freed) = match find_malloc_state(probe.glibc, tp) {
-        Ok((found, freed)) => (Ok(found), freed),
-        Err(e) => (Err(e), Freed::default()),
+    let (found, freed, borrowed) = match find_malloc_state(probe.glibc, tp, probe.creator_tp) {
+        Ok((found, freed, borrowed)) => (Ok(found), freed, borrowed),
+        Err(e) => (Err(e), Freed::default(), None),
     };
     probe.update(|st| st.report = Some((tp, found, freed)));
     // Only once the creator has checked may this thread allocate again: the
     // chunks it freed had to stay where they were.
     let mut st = answer_malloc_checks(probe, free_probe_chunks);
+    // Give back the creator's arena, if borrowed, before this thread's
+    // exit could take it for its own (and detach it).
+    drop(borrowed);
     if let Some((_, found, _)) = &mut st.report {
         *found = found.and_then(|mut found| {
             (found.strerror_buf, found.strsignal_buf) = find_strerror_bufs(probe.glibc, tp)?;
@@ -511,7 +518,7 @@ fn find_live_fields(glibc: &Glibc, tp: usize, found: &mut Probed) -> Result<(), 
     // The lock also records the thread's scheduling (small numbers);
     // the buffer is the one new word that malloc says it owns.
     let mut buffers =
-        changed(&before, &after).into_iter().filter(|&off| before[off / 8] == 0 && is_mapped(after[off / 8]));
+        changed(&before, &after).into_iter().filter(|&off| before[off / 8] == 0 && in_a_mapped_page(after[off / 8]));
     match (buffers.next(), buffers.next()) {
         (Some(off), None) => found.tpp = off,
         _ => return Err(Failure::Layout("struct pthread tpp")),
@@ -520,7 +527,7 @@ fn find_live_fields(glibc: &Glibc, tp: usize, found: &mut Probed) -> Result<(), 
 }
 
 /// Whether `addr` lies in a mapped page.
-fn is_mapped(addr: usize) -> bool {
+fn in_a_mapped_page(addr: usize) -> bool {
     let page = crate::region::page_size();
     let mut vec = 0u8;
     // SAFETY: mincore reads nothing of the page; it fails with ENOMEM if unmapped.
@@ -633,8 +640,10 @@ fn check_lists(probe: &Probe, me: usize, held: &Held<'_>) -> Result<(), Failure>
 const PROBE_CHUNKS: [usize; 2] = [200, 4096];
 
 /// Finds malloc's per-thread state in the calling thread, which glibc made
-/// and which has not used malloc yet; returns it and the addresses of the
-/// chunks the thread freed into it.
+/// and which has not used malloc yet; returns it, the addresses of the
+/// chunks the thread freed into it, and the creator's arena if this thread
+/// had to borrow it ([`borrow_creators_arena`]), to give back once the
+/// creator has checked the state.
 ///
 /// malloc keeps a thread's cache (the tcache) and its arena in libc's TLS,
 /// in variables glibc does not export and has moved between versions (2.42
@@ -650,12 +659,27 @@ const PROBE_CHUNKS: [usize; 2] = [200, 4096];
 /// space sets it (when it cannot reserve a new arena, even if it then
 /// gets memory elsewhere): its word is never malloc's. A malloc that
 /// returns NULL has not exercised the state: ENOMEM, not a layout.
-fn find_malloc_state(glibc: &Glibc, tp: usize) -> Result<(Probed, Freed), Failure> {
+///
+/// A thread's first malloc makes it an arena of its own (glibc 2.26 to
+/// 2.43: `arena_get2`), reserving 64 MiB aligned to 64 MiB (a mapping of
+/// 128 MiB, trimmed), unless an arena is free or there are already as many
+/// as malloc allows. Where that reservation fails (an address-space limit
+/// with less to spare), malloc leaves the thread without an arena, serves
+/// its every chunk with a mapping of its own (which free unmaps, never
+/// caching it), and tries again at the next malloc: only the tcache word
+/// changed, and no chunk came back to check. Then the arena word is found
+/// by lending the thread the creator's arena ([`borrow_creators_arena`]),
+/// and the state is exercised again, in that arena.
+fn find_malloc_state(
+    glibc: &Glibc,
+    tp: usize,
+    creator_tp: usize,
+) -> Result<(Probed, Freed, Option<Borrowed>), Failure> {
     const WORDS: usize = LIBC_TLS_MAX / size_of::<usize>();
     if !glibc.glibc_malloc {
         return Ok(Default::default());
     }
-    let block = (tp - glibc.libc_tls_below_tp) as *const usize;
+    let block = (tp - glibc.libc_tls_below_tp) as *mut usize;
     let words = glibc.libc_tls_len / size_of::<usize>();
     // SAFETY: __errno_location has no preconditions.
     let errno = (unsafe { libc::__errno_location() } as usize).wrapping_sub(block as usize) / size_of::<usize>();
@@ -667,13 +691,13 @@ fn find_malloc_state(glibc: &Glibc, tp: usize) -> Result<(Probed, Freed), Failur
         s
     };
     let fresh = snapshot();
-    let freed = free_probe_chunks();
+    let (freed, mapped) = malloc_and_free();
     let used = snapshot();
     if freed.contains(&0) {
         return Err(NO_MEMORY);
     }
     let mut found = Probed::default();
-    for i in (0..words).filter(|&i| fresh[i] != used[i] && i != errno) {
+    let add = |found: &mut Probed, i: usize| {
         let words = &mut found.malloc;
         if words.count == MALLOC_WORDS_MAX {
             return Err(Failure::Layout("malloc's per-thread state is larger than expected"));
@@ -681,24 +705,166 @@ fn find_malloc_state(glibc: &Glibc, tp: usize) -> Result<(Probed, Freed), Failur
         words.below_tp[words.count] = glibc.libc_tls_below_tp - i * size_of::<usize>();
         words.fresh.0[words.count] = fresh[i];
         words.count += 1;
+        Ok(())
+    };
+    for i in (0..words).filter(|&i| fresh[i] != used[i] && i != errno) {
+        add(&mut found, i)?;
+    }
+    if !mapped {
+        if found.malloc.count == 0 {
+            return Err(Failure::Layout("malloc's per-thread state is not in libc's TLS"));
+        }
+        return Ok((found, freed, None));
     }
     if found.malloc.count == 0 {
-        return Err(Failure::Layout("malloc's per-thread state is not in libc's TLS"));
+        // Not even the tcache could be allocated.
+        return Err(NO_MEMORY);
     }
-    Ok((found, freed))
+    let creator = (creator_tp - glibc.libc_tls_below_tp) as *const usize;
+    let unset = (0..words).filter(|&i| fresh[i] == 0 && used[i] == 0 && i != errno);
+    // SAFETY: both blocks are `words` long; the creator waits for our
+    // report, using no malloc meanwhile.
+    let borrowed = unsafe { borrow_creators_arena(block, creator, unset) }?;
+    let (freed, mapped) = malloc_and_free();
+    if freed.contains(&0) || mapped {
+        // The creator's arena had no memory for them either.
+        return Err(NO_MEMORY);
+    }
+    let i = (borrowed.word as usize - block as usize) / size_of::<usize>();
+    add(&mut found, i)?;
+    Ok((found, freed, Some(borrowed)))
+}
+
+/// A word of the calling thread's libc TLS, holding another thread's value
+/// until dropped, when it gets back its own.
+struct Borrowed {
+    word: *mut usize,
+    own: usize,
+}
+
+impl Drop for Borrowed {
+    fn drop(&mut self) {
+        // SAFETY: a word of the calling thread's own libc TLS (see new).
+        unsafe { *self.word = self.own };
+    }
+}
+
+impl Borrowed {
+    /// # Safety
+    /// `word` is a word of the calling thread's libc TLS, and the borrow
+    /// is dropped on this thread.
+    unsafe fn new(word: *mut usize, theirs: usize) -> Borrowed {
+        // SAFETY: per the contract.
+        let own = unsafe { word.replace(theirs) };
+        Borrowed { word, own }
+    }
+}
+
+/// In a thread malloc left without an arena (see [`find_malloc_state`]):
+/// finds, among the words of its libc TLS (`own`) that are 0 and stayed 0
+/// (`unset`), the one malloc takes for the thread's arena, and returns it
+/// holding the creator's value (its arena: the creator is glibc's and has
+/// used malloc). It tries each word that is not 0 in the creator's block:
+/// with the creator's value there, does a malloc in this thread come from
+/// an arena rather than a mapping of its own? Exactly one word may do that.
+/// Each word gets back its own value at once, with signals blocked
+/// meanwhile, and only malloc and free run in between, which read no word
+/// of libc's TLS but errno, the tcache and the arena: a wrong word is never
+/// read. The borrowed arena is locked by each malloc as any arena is, and
+/// its count of attached threads does not count this thread: it must be
+/// given back (the [`Borrowed`] dropped) before this thread exits.
+///
+/// No word found is ENOMEM: the creator has no arena to lend either (it was
+/// made under the same limit), or the arena no memory to give.
+///
+/// # Safety
+/// `own` is the calling thread's libc TLS block and `creator` that of a
+/// thread that uses no malloc meanwhile; `unset` indexes words of both.
+unsafe fn borrow_creators_arena(
+    own: *mut usize,
+    creator: *const usize,
+    unset: impl Iterator<Item = usize>,
+) -> Result<Borrowed, Failure> {
+    // SAFETY: sigset_t is plain data, filled before use; the mask is this
+    // thread's and is restored below.
+    let old = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        old
+    };
+    let mut hits = Vec::new();
+    for i in unset {
+        // SAFETY: a word of the creator's libc TLS, which it does not
+        // write while it waits (errno, which it may, is not in `unset`).
+        let theirs = unsafe { creator.add(i).read_volatile() };
+        if theirs == 0 {
+            continue;
+        }
+        // SAFETY: a word of our own libc TLS, given back below.
+        let borrowed = unsafe { Borrowed::new(own.add(i), theirs) };
+        let (chunk, mapped) = malloc_and_free_one(PROBE_CHUNKS[1]);
+        drop(borrowed);
+        if chunk != 0 && !mapped {
+            hits.push((i, theirs));
+        }
+    }
+    // SAFETY: the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut()) };
+    match hits[..] {
+        // SAFETY: a word of our own libc TLS; the caller drops the borrow.
+        [(i, theirs)] => Ok(unsafe { Borrowed::new(own.add(i), theirs) }),
+        [] => Err(NO_MEMORY),
+        _ => Err(Failure::Layout("more than one word of libc's TLS gives a thread an arena")),
+    }
 }
 
 /// Allocates a chunk of each of [`PROBE_CHUNKS`] and frees them; returns
 /// their addresses (0 for a malloc that returned NULL).
 fn free_probe_chunks() -> Freed {
-    // SAFETY: malloc and free; the addresses are only compared from here on.
+    malloc_and_free().0
+}
+
+/// [`free_probe_chunks`], and whether malloc served the small chunk with
+/// a mapping of its own (see [`malloc_and_free_one`]).
+fn malloc_and_free() -> (Freed, bool) {
+    // SAFETY: malloc and free; the addresses are only compared from here
+    // on, and a chunk's size word read while it is ours.
     unsafe {
         let chunks = PROBE_CHUNKS.map(|size| libc::malloc(size));
-        chunks.map(|p| {
+        let mapped = is_mapped(chunks[0]);
+        let freed = chunks.map(|p| {
             libc::free(p);
             p as usize
-        })
+        });
+        (freed, mapped)
     }
+}
+
+/// Allocates `size` bytes and frees them; returns their address (0 if
+/// malloc returned NULL), and whether malloc served them with a mapping of
+/// its own (for a size this small: because the thread has no arena).
+fn malloc_and_free_one(size: usize) -> (usize, bool) {
+    // SAFETY: as in malloc_and_free.
+    unsafe {
+        let p = libc::malloc(size);
+        let mapped = is_mapped(p);
+        libc::free(p);
+        (p as usize, mapped)
+    }
+}
+
+/// Whether glibc's malloc made the chunk at `p` (from glibc's malloc, not
+/// yet freed; or NULL) a mapping of its own: `IS_MMAPPED` (2) in the size
+/// word before it, where every glibc keeps it (`malloc_usable_size` reads
+/// it too).
+///
+/// # Safety
+/// As said: a live chunk of glibc's malloc, or NULL.
+unsafe fn is_mapped(p: *mut c_void) -> bool {
+    // SAFETY: per the contract, the chunk's header word precedes it.
+    !p.is_null() && unsafe { *p.cast::<usize>().sub(1) } & 2 != 0
 }
 
 /// The chunks [`find_malloc_state`] freed, by size.
@@ -742,20 +908,27 @@ mod tests {
         type Found = (usize, Result<(Probed, Freed), Failure>);
         struct Shared {
             glibc: Glibc,
+            creator_tp: usize,
             found: Mutex<Option<Found>>,
             checked: Mutex<bool>,
         }
         extern "C" fn run(shared: *mut c_void) -> *mut c_void {
             // SAFETY: the test's `Shared`, alive until it joins us.
             let shared = unsafe { &*shared.cast::<Shared>() };
-            *shared.found.lock().unwrap() = Some((current_tp(), find_malloc_state(&shared.glibc, current_tp())));
+            let (found, borrowed) = match find_malloc_state(&shared.glibc, current_tp(), shared.creator_tp) {
+                Ok((found, freed, borrowed)) => (Ok((found, freed)), borrowed),
+                Err(e) => (Err(e), None),
+            };
+            *shared.found.lock().unwrap() = Some((current_tp(), found));
             while !*shared.checked.lock().unwrap() {
                 std::hint::spin_loop();
             }
+            drop(borrowed);
             ptr::null_mut()
         }
         let shared = Shared {
             glibc: crate::glibc::layout::discover().unwrap(),
+            creator_tp: current_tp(),
             found: Mutex::new(None),
             checked: Mutex::new(false),
         };
@@ -803,6 +976,7 @@ mod tests {
             let probe = Probe {
                 glibc: &glibc,
                 own_stack: (0, 0),
+                creator_tp: 0,
                 inner_stack: (0, 0),
                 stage: Mutex::default(),
                 turn: Condvar::new(),
