@@ -667,9 +667,12 @@ const PROBE_CHUNKS: [usize; 2] = [200, 4096];
 /// with less to spare), malloc leaves the thread without an arena, serves
 /// its every chunk with a mapping of its own (which free unmaps, never
 /// caching it), and tries again at the next malloc: only the tcache word
-/// changed, and no chunk came back to check. Then the arena word is found
-/// by lending the thread the creator's arena ([`borrow_creators_arena`]),
-/// and the state is exercised again, in that arena.
+/// changed (glibc 2.36 to 2.41; not even that in 2.43, whose free sets up
+/// a thread's tcache only for a chunk it may cache), and no chunk came
+/// back to check. Then the arena word is found by lending the thread the
+/// creator's arena ([`borrow_creators_arena`]), and the state is exercised
+/// again, in that arena: its words are those that differ from the fresh
+/// thread's then, and the arena word.
 fn find_malloc_state(
     glibc: &Glibc,
     tp: usize,
@@ -696,43 +699,45 @@ fn find_malloc_state(
     if freed.contains(&0) {
         return Err(NO_MEMORY);
     }
-    let mut found = Probed::default();
-    let add = |found: &mut Probed, i: usize| {
-        let words = &mut found.malloc;
-        if words.count == MALLOC_WORDS_MAX {
-            return Err(Failure::Layout("malloc's per-thread state is larger than expected"));
+    // The words that differ from the fresh thread's in `now`, but errno's
+    // and `arena` (the borrowed one, if any), then `arena`.
+    let state = |now: &[usize; WORDS], arena: Option<usize>| {
+        let mut found = Probed::default();
+        let changed = (0..words).filter(|&i| fresh[i] != now[i] && i != errno && Some(i) != arena);
+        for i in changed.chain(arena) {
+            let words = &mut found.malloc;
+            if words.count == MALLOC_WORDS_MAX {
+                return Err(Failure::Layout("malloc's per-thread state is larger than expected"));
+            }
+            words.below_tp[words.count] = glibc.libc_tls_below_tp - i * size_of::<usize>();
+            words.fresh.0[words.count] = fresh[i];
+            words.count += 1;
         }
-        words.below_tp[words.count] = glibc.libc_tls_below_tp - i * size_of::<usize>();
-        words.fresh.0[words.count] = fresh[i];
-        words.count += 1;
-        Ok(())
+        Ok(found)
     };
-    for i in (0..words).filter(|&i| fresh[i] != used[i] && i != errno) {
-        add(&mut found, i)?;
-    }
     if !mapped {
+        let found = state(&used, None)?;
         if found.malloc.count == 0 {
             return Err(Failure::Layout("malloc's per-thread state is not in libc's TLS"));
         }
         return Ok((found, freed, None));
-    }
-    if found.malloc.count == 0 {
-        // Not even the tcache could be allocated.
-        return Err(NO_MEMORY);
     }
     let creator = (creator_tp - glibc.libc_tls_below_tp) as *const usize;
     let unset = (0..words).filter(|&i| fresh[i] == 0 && used[i] == 0 && i != errno);
     // SAFETY: both blocks are `words` long; the creator waits for our
     // report, using no malloc meanwhile.
     let borrowed = unsafe { borrow_creators_arena(block, creator, unset) }?;
+    // Exercised again, in the borrowed arena: a tcache that free did not
+    // set up for a chunk that was a mapping (glibc 2.42 and later set it
+    // up at a thread's first free of a chunk it may cache), or that could
+    // not be allocated, is set up now.
     let (freed, mapped) = malloc_and_free();
     if freed.contains(&0) || mapped {
         // The creator's arena had no memory for them either.
         return Err(NO_MEMORY);
     }
-    let i = (borrowed.word as usize - block as usize) / size_of::<usize>();
-    add(&mut found, i)?;
-    Ok((found, freed, Some(borrowed)))
+    let arena = (borrowed.word as usize - block as usize) / size_of::<usize>();
+    Ok((state(&snapshot(), Some(arena))?, freed, Some(borrowed)))
 }
 
 /// A word of the calling thread's libc TLS, holding another thread's value
