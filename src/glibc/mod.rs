@@ -116,9 +116,31 @@ use crate::lazy::LazyBox;
 /// The discovered glibc, or why it cannot be used. Until a call succeeds,
 /// each call discovers and checks glibc's private layout (an error there
 /// is `Unsupported`: this glibc lacks what rawthread needs, and will on
-/// every call) and runs [`probe`], whose errors (EAGAIN at a thread limit)
-/// are the kernel's and may pass. Threads racing here each probe, and
+/// every call) and runs [`probe`]. Threads racing here each probe, and
 /// the first to finish publishes (see [`crate::lazy`]).
+///
+/// A shortage the probe meets is that error, never `Unsupported`: ENOMEM
+/// when its stacks cannot be mapped or a malloc in it returns NULL (or
+/// malloc can give its thread no arena and the caller has none to lend:
+/// a thread made under the same address-space limit), EAGAIN (or ENOMEM)
+/// when `pthread_create` is refused. Such an error may pass, and every
+/// later spawn tries again, as often as it is called, each try costing up
+/// to two `pthread_create`s. A failed try leaves behind:
+/// * no mapping: the probe's stacks are unmapped, and its threads, on
+///   those stacks, are joined (glibc unlists them and frees their DTVs);
+/// * no thread: both are joined before the probe returns (the kernel may
+///   list a joined thread in /proc/self/task for a moment longer);
+/// * no malloc state: glibc frees each thread's tcache and detaches its
+///   arena at its exit; an arena a probe thread made is put on malloc's
+///   free list and taken by the next new thread, the next try's included
+///   (glibc never unmaps arenas); an arena the probe borrowed is given
+///   back before its thread exits;
+/// * glibc in multi-threaded mode, for good, once a probe thread was made
+///   (as after any `pthread_create`): this is wanted (see [`probe`]).
+///
+/// A try that fails with `Unsupported` leaves the same, and later spawns
+/// try again too. `tests/faults.rs` checks the counts of mappings and
+/// tasks after failed tries under an address-space limit.
 pub(crate) fn get() -> io::Result<&'static Glibc> {
     static GLIBC: LazyBox<Glibc> = LazyBox::new();
     if let Some(glibc) = GLIBC.get() {
