@@ -270,7 +270,7 @@ extern "C" fn run(probe: *mut c_void) -> *mut c_void {
         *found = found.and_then(|mut found| {
             (found.strerror_buf, found.strsignal_buf) = find_strerror_bufs(probe.glibc, tp)?;
             find_live_fields(probe.glibc, tp, &mut found)?;
-            find_stack_fields(probe.glibc, tp, probe.own_stack, &mut found).map_err(Failure::Layout)?;
+            find_stack_fields(probe.glibc, tp, probe.own_stack, &mut found)?;
             Ok(found)
         });
     }
@@ -340,12 +340,7 @@ fn find_strerror_bufs(glibc: &Glibc, tp: usize) -> Result<(usize, usize), Failur
 ///   word is put back as it was).
 /// * `tpp`, which [`find_live_fields`] saw set by a priority-protect lock,
 ///   is the word after `reported_guardsize`.
-fn find_stack_fields(
-    glibc: &Glibc,
-    tp: usize,
-    own_stack: (usize, usize),
-    found: &mut Probed,
-) -> Result<(), &'static str> {
+fn find_stack_fields(glibc: &Glibc, tp: usize, own_stack: (usize, usize), found: &mut Probed) -> Result<(), Failure> {
     let (base, size) = own_stack;
     found.stackblock = (0..glibc.tcb_size.saturating_sub(16))
         .step_by(8)
@@ -353,15 +348,20 @@ fn find_stack_fields(
             // SAFETY: within our own TCB.
             unsafe { *at::<usize>(tp, off) == base && *at::<usize>(tp, off + 8) == size }
         })
-        .ok_or("struct pthread stackblock")?;
+        .ok_or(Failure::Layout("struct pthread stackblock"))?;
     // SAFETY: pthread_self has no preconditions.
     let me = unsafe { libc::pthread_self() };
+    // pthread_getattr_np allocates (the CPU set): its ENOMEM is a
+    // shortage, reported as such, not a layout.
+    let short = std::cell::Cell::new(false);
     let getattr = |read: &dyn Fn(&libc::pthread_attr_t) -> usize| {
         // SAFETY: attributes initialised by pthread_getattr_np, destroyed
         // here.
         unsafe {
             let mut attr: libc::pthread_attr_t = std::mem::zeroed();
-            if libc::pthread_getattr_np(me, &mut attr) != 0 {
+            let err = libc::pthread_getattr_np(me, &mut attr);
+            if err != 0 {
+                short.set(short.get() || err == libc::ENOMEM);
                 return usize::MAX;
             }
             let value = read(&attr);
@@ -402,10 +402,14 @@ fn find_stack_fields(
     let guard = found.stackblock + 16;
     let page = crate::region::page_size();
     if written(guard, page, &stack_size) != size - page || written(guard + 8, 3 * page, &guard_size) != 3 * page {
-        return Err("struct pthread guardsize / reported_guardsize");
+        return Err(if short.get() {
+            NO_MEMORY
+        } else {
+            Failure::Layout("struct pthread guardsize / reported_guardsize")
+        });
     }
     if found.tpp != guard + 16 {
-        return Err("struct pthread tpp");
+        return Err(Failure::Layout("struct pthread tpp"));
     }
     let flags = at::<i32>(tp, glibc.flags);
     // SAFETY: an int of our own TCB.
@@ -416,7 +420,7 @@ fn find_stack_fields(
     // SAFETY: as above.
     unsafe { *flags = before };
     if before & ATTR_FLAG_STACKADDR == 0 || mode != libc::PTHREAD_EXPLICIT_SCHED as usize {
-        return Err("struct pthread flags");
+        return Err(if short.get() { NO_MEMORY } else { Failure::Layout("struct pthread flags") });
     }
     Ok(())
 }
@@ -471,23 +475,37 @@ fn find_live_fields(glibc: &Glibc, tp: usize, found: &mut Probed) -> Result<(), 
         found.robust_futex_offset = *at::<isize>(tp, found.robust_head + 8);
     }
 
+    // On the stack, not the heap: this runs short of memory too.
+    const WORDS: usize = TCB_MAX / size_of::<usize>();
     let words = glibc.tcb_size / size_of::<usize>();
-    let snapshot = || -> Vec<usize> {
-        // SAFETY: our own TCB, tcb_size bytes.
-        unsafe { std::slice::from_raw_parts(tp as *const usize, words) }.to_vec()
+    if words > WORDS {
+        return Err(Failure::Layout("struct pthread is larger than expected"));
+    }
+    let snapshot = || {
+        let mut s = [0usize; WORDS];
+        // SAFETY: our own TCB, tcb_size bytes (checked above).
+        unsafe { ptr::copy_nonoverlapping(tp as *const usize, s.as_mut_ptr(), words) };
+        s
     };
-    let changed = |before: &[usize], after: &[usize]| -> Vec<usize> {
-        (0..words).filter(|&i| before[i] != after[i]).map(|i| i * size_of::<usize>()).collect()
+    // The words that were null and now point into a mapping, as offsets
+    // (at most two: more is as wrong as two). Only these: other threads
+    // change this thread's list links meanwhile.
+    let pointers_set = |before: &[usize; WORDS], after: &[usize; WORDS]| {
+        let mut set = (0..words).filter(|&i| before[i] == 0 && after[i] != 0 && in_a_mapped_page(after[i]));
+        match (set.next(), set.next()) {
+            (None, _) => Ok(None),
+            (Some(i), None) => Ok(Some(i * size_of::<usize>())),
+            _ => Err(()),
+        }
     };
     let before = snapshot();
     let mut bytes = [0u8; 16];
     // SAFETY: a buffer of ours; GRND_NONBLOCK never waits.
     unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), libc::GRND_NONBLOCK) };
     let after = snapshot();
-    found.getrandom_buf = match changed(&before, &after)[..] {
-        [] => 0,
-        [off] if before[off / 8] == 0 => off,
-        _ => return Err(Failure::Layout("struct pthread getrandom_buf")),
+    found.getrandom_buf = match pointers_set(&before, &after) {
+        Ok(off) => off.unwrap_or(0),
+        Err(()) => return Err(Failure::Layout("struct pthread getrandom_buf")),
     };
 
     unsafe extern "C" {
@@ -516,15 +534,17 @@ fn find_live_fields(glibc: &Glibc, tp: usize, found: &mut Probed) -> Result<(), 
     }
     let after = snapshot();
     // The lock also records the thread's scheduling (small numbers);
-    // the buffer is the one new word that malloc says it owns.
-    let mut buffers =
-        changed(&before, &after).into_iter().filter(|&off| before[off / 8] == 0 && in_a_mapped_page(after[off / 8]));
-    match (buffers.next(), buffers.next()) {
-        (Some(off), None) => found.tpp = off,
+    // the buffer is the one new pointer.
+    match pointers_set(&before, &after) {
+        Ok(Some(off)) => found.tpp = off,
         _ => return Err(Failure::Layout("struct pthread tpp")),
     }
     Ok(())
 }
+
+/// The largest `struct pthread` the probe compares word by word (2368
+/// bytes in glibc 2.36 to 2.43).
+const TCB_MAX: usize = 8192;
 
 /// Whether `addr` lies in a mapped page.
 fn in_a_mapped_page(addr: usize) -> bool {
