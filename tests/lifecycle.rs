@@ -532,16 +532,16 @@ fn detached_result_panicking_on_drop_ends_as_std_does() {
 fn emptying_the_pool_waits_for_exiting_threads() {
     if in_child("emptying_the_pool_waits_for_exiting_threads") {
         let (handle, open) = spawn_held_in_destructor(());
-        let (region, tid_word) = (handle.layout().region, handle.layout().tid_word);
+        let (region, exit_word) = (handle.layout().region, handle.layout().exit_word);
         // DONE but not exited: the region goes to the pool, still in use.
         drop(handle);
         let me = gettid();
         let opener = std::thread::spawn(move || {
             // Released only once this thread sleeps in a futex wait
-            // (SYS_futex, 202) on the held thread's tid word: the call
+            // (SYS_futex, 202) on the held thread's exit word: the call
             // is then waiting for it, whenever the scheduler got it there.
             let syscall = format!("/proc/self/task/{me}/syscall");
-            let waiting = format!("202 {tid_word:#x} ");
+            let waiting = format!("202 {exit_word:#x} ");
             while !std::fs::read_to_string(&syscall).unwrap().starts_with(&waiting) {
                 std::thread::yield_now();
             }
