@@ -310,12 +310,8 @@ where
             })
         }
         Err(e) => {
-            // No thread: uncounted, off the list, and the closure back. The
-            // exit word reads "exited" as the kernel would leave it (from
-            // glibc 2.43 it is `joinstate`, written "joinable" above), or
-            // the pool would wait for the region for ever.
-            glibc::uncount(glibc);
-            block.exit_word().store(0, Ordering::Release);
+            // No thread: uncounted, off the list, and the closure back.
+            block.never_started();
             // SAFETY: listed above; no thread ever ran on the block.
             unsafe { glibc::unlist(glibc, tp) };
             // SAFETY: written above and never read by anyone.

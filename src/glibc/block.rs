@@ -79,6 +79,16 @@ impl Block {
         self.region.replan(&self.glibc.geometry(), guard, stack, record)
     }
 
+    /// Undoes, for a thread whose `clone` failed, what the block says of a
+    /// thread about to exist: glibc's thread count, and the exit word,
+    /// which must read "exited" as the kernel would leave it (from glibc
+    /// 2.43 it is `joinstate`, written "joinable" at the block's start),
+    /// or the pool would wait for the region for ever.
+    pub(crate) fn never_started(&self) {
+        super::duties::uncount(self.glibc);
+        self.exit_word().store(0, std::sync::atomic::Ordering::Release);
+    }
+
     /// Records in the block the scheduling the creator gives the thread
     /// (`policy`, `priority`), as `pthread_create` records an explicit
     /// one: `pthread_getattr_np` and `pthread_getschedparam` report it.

@@ -45,7 +45,11 @@ pub(crate) unsafe fn leave(g: &Glibc, tp: usize) {
     // The priority-protect buffer, which glibc frees with the thread.
     // SAFETY: our own TCB; the word holds null or glibc's calloc'd buffer,
     // used only by this thread's mutex calls, which are over.
-    unsafe { libc::free(std::mem::replace(&mut *at::<*mut c_void>(tp, g.probed.tpp), ptr::null_mut())) };
+    let tpp = unsafe { std::mem::replace(&mut *at::<*mut c_void>(tp, g.probed.tpp), ptr::null_mut()) };
+    if !tpp.is_null() {
+        // SAFETY: glibc's calloc'd buffer, now nobody's.
+        unsafe { libc::free(tpp) };
+    }
     // SAFETY: our own TCB's slot, which write_header pointed at our
     // resolver state.
     let res = unsafe { *g.resp_slot(tp) };
@@ -103,7 +107,7 @@ pub(crate) fn count(g: &Glibc) {
 }
 
 /// Undoes [`count`] for a thread that was never made.
-pub(crate) fn uncount(g: &Glibc) {
+pub(super) fn uncount(g: &Glibc) {
     g.nthreads().fetch_sub(1, Ordering::Relaxed);
 }
 

@@ -62,7 +62,7 @@
 //! | `flags` (attribute flags; the creator's recorded scheduling; `DO_RSEQ`) | `write_header`; `Block::record_scheduling` | `glibc_duties.rs` `getattr_reports_the_scheduling` | C |
 //! | `schedpolicy`, `schedparam`: the creator's, or the attribute's | the same | the same | C |
 //! | `joinstate` = joinable and the kernel's clear-tid word (2.43; `joinid` before, 0 for joinable) | `write_header`; `life.rs` clone request | `glibc_duties.rs` `glibc_thread_calls_work_on_a_raw_thread` | C, K |
-//! | `__nptl_nthreads` + 1 before clone, − 1 if it fails | `duties.rs` `count`/`uncount`, from `life.rs` | `last_thread.rs` | G |
+//! | `__nptl_nthreads` + 1 before clone, − 1 if it fails | `duties.rs` `count` (from `life.rs`), `uncount` (`Block::never_started`) | `last_thread.rs` | G |
 //! | on `_dl_stack_used`, under `_dl_stack_cache_lock` (rawthread: `_dl_stack_user`, stack "user") | `lists.rs` `list` | `glibc_lists.rs` (setuid, dlopen, dlclose, gdb, fork) | C (excused: a raw thread's stack is its own on purpose) |
 //! | `lock` taken for the creator's set-up (`stopped_start`) | `life.rs` gate | `options.rs` | — |
 //! | signals blocked over the clone, the creator's mask restored in the child | only when a mask or a gate asks (`life.rs`): the block is complete before the thread exists | `std_compat.rs` `signals_from_a_thread_s_first_instruction` | — |
@@ -102,7 +102,7 @@ mod lists;
 mod probe;
 
 pub(crate) use block::Block;
-pub(crate) use duties::{count, enter, leave, reset_in_process_child, uncount};
+pub(crate) use duties::{count, enter, leave, reset_in_process_child};
 pub(crate) use handover::{Legacy, legacies};
 pub(crate) use layout::{Glibc, current_tp};
 #[cfg(feature = "bench")]
