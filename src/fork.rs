@@ -1,11 +1,12 @@
-//! Fork safety. rawthread's two process-wide locks (the region pool and
-//! the malloc states kept aside) are taken around `fork()`, as glibc takes
+//! Fork safety. rawthread's three process-wide locks (the first spawn's
+//! census, the region pool and the malloc states kept aside) are taken
+//! around `fork()`, as glibc takes
 //! its own (malloc's, the loader's): a child forked while another thread
 //! held one would otherwise find it locked forever, and block in its first
 //! spawn.
 //!
 //! Every thread registers the handlers (once per process) before it first
-//! takes either lock, so a fork that finds a lock taken also runs them.
+//! takes any of them, so a fork that finds a lock taken also runs them.
 //! The registration itself is not a `Once`, which a fork could catch
 //! half-done: racing threads may both register, and the handlers then run
 //! twice per fork, the second time doing nothing.
@@ -16,18 +17,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::{glibc, pool};
 
-type Held = (MutexGuard<'static, pool::Pool>, MutexGuard<'static, Vec<glibc::Legacy>>);
+type Held = (MutexGuard<'static, ()>, MutexGuard<'static, pool::Pool>, MutexGuard<'static, Vec<glibc::Legacy>>);
 
 thread_local! {
     /// The locks the forking thread holds from `prepare` to `release`.
     static HELD: RefCell<Option<Held>> = const { RefCell::new(None) };
 }
 
-/// Before fork, in the forking thread. Always in this order; no code path
-/// holds one of the two while taking the other.
+/// Before fork, in the forking thread. Always in this order: the census
+/// (which spawns, taking the other two, while it holds its lock), then the
+/// pool and the kept states (no code path holds one of those two while
+/// taking the other).
 extern "C" fn prepare() {
     if HELD.with_borrow(Option::is_none) {
-        let held = (pool::lock(), glibc::legacies());
+        let held = (glibc::census_lock(), pool::lock(), glibc::legacies());
         HELD.with_borrow_mut(|h| *h = Some(held));
     }
 }

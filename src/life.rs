@@ -214,6 +214,52 @@ where
     fork::install();
     let glibc = glibc::get()?;
     overflow::install();
+    glibc::census(glibc, census_twin)?;
+    // SAFETY: the caller's contract.
+    unsafe { spawn_on(glibc, options, f, latch, None) }
+}
+
+/// A raw thread of the twin census (`glibc/census.rs`): spawned by the
+/// path every thread takes, with `created` seeing its block just before
+/// its clone, running `body`; `exited` sees its block after its exit,
+/// before the join gives the region back.
+fn census_twin(
+    glibc: &'static Glibc,
+    created: glibc::Created,
+    body: &(dyn Fn() + Sync),
+    exited: &mut dyn FnMut(&Block),
+) -> io::Result<()> {
+    // A small stack (the census checks for its headroom before it spawns),
+    // which the pool reuses for the census's second thread.
+    let options = Options { stack_size: Some(CENSUS_STACK_SIZE), ..Options::default() };
+    // SAFETY: joined below, while `body` lives.
+    let running = unsafe { spawn_on(glibc, options, body, None, Some(created)) }?;
+    running.wait();
+    exited(&running.block);
+    running.join_and_discard();
+    Ok(())
+}
+
+/// The stack of the census's threads: room for glibc's `dlopen` and the
+/// rest of the battery.
+const CENSUS_STACK_SIZE: usize = 128 << 10;
+
+/// [`spawn`] on a discovered glibc, past the census; `created`, if given,
+/// sees the block just before the clone, and may refuse it (the census).
+///
+/// # Safety
+/// As [`spawn`].
+unsafe fn spawn_on<F, T>(
+    glibc: &'static Glibc,
+    options: Options,
+    f: F,
+    latch: Option<Arc<Latch>>,
+    created: Option<glibc::Created>,
+) -> io::Result<Running>
+where
+    F: FnOnce() -> T + Send,
+    T: Send,
+{
     let name = kernel_name(options.name.as_deref())?;
     if options.scheduling.is_some_and(|s| !NICE_RANGE.contains(&s.nice)) {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
@@ -272,9 +318,10 @@ where
     #[cfg(feature = "bench")]
     crate::bench::stamp(crate::bench::Phase::BeforeClone);
     glibc::count(glibc);
+    let refused = created.map_or(Ok(()), |created| created(&block));
     // SAFETY: the stack is mapped, the thread block initialised, and
     // thread_main never returns.
-    let cloned = unsafe { clone::clone(&request) };
+    let cloned = refused.and_then(|()| unsafe { clone::clone(&request) });
     #[cfg(feature = "bench")]
     crate::bench::stamp(crate::bench::Phase::CloneReturned);
     if let Some(mask) = &creator_mask {
@@ -310,7 +357,8 @@ where
             })
         }
         Err(e) => {
-            // No thread: uncounted, off the list, and the closure back.
+            // No thread (the clone failed, or the census refused the
+            // block): uncounted, off the list, and the closure back.
             block.never_started();
             // SAFETY: listed above; no thread ever ran on the block.
             unsafe { glibc::unlist(glibc, tp) };

@@ -53,6 +53,15 @@ impl Block {
         &self.region
     }
 
+    /// What the block hands on to the next thread ([`Legacy`]), as its
+    /// reuse or unmapping will take it.
+    ///
+    /// The block's thread is gone (its exit word reads 0), or never ran.
+    pub(super) fn legacy(&self) -> Legacy {
+        // SAFETY: a block no running thread uses.
+        unsafe { read_legacy(self.glibc, self.region.tp()) }
+    }
+
     /// The TCB's `tid`, which the kernel sets at clone
     /// (`CLONE_PARENT_SETTID`).
     pub(crate) fn tid_word(&self) -> &AtomicI32 {

@@ -79,6 +79,14 @@ pub(crate) unsafe fn leave(g: &Glibc, tp: usize) {
         // thread still in place.
         unsafe { libc::exit(0) };
     }
+    // No signal from this thread to itself may land in its last steps; a
+    // setuid() under way still gets its answer (SIGSETXID stays open). In
+    // `sigmask`, as glibc builds it.
+    if g.probed.exit_sigmask != 0 {
+        // SAFETY: our own TCB's word, which only this thread uses.
+        unsafe { *at::<u64>(tp, g.probed.exit_sigmask) = EXIT_SIGNAL_MASK };
+    }
+    sys::set_signal_mask(&sys::signal_set(EXIT_SIGNAL_MASK));
     // From now on pthread_kill on this thread sends nothing: the tid it
     // would use is about to go. Under `exit_lock`, so that a pthread_kill
     // under way finishes first.
@@ -163,6 +171,13 @@ unsafe fn run_key_destructors(g: &Glibc, tp: usize) {
                 libc::free(level2.cast());
             }
         }
+    }
+    // Block 0 cleared, and the thread marked as holding no values, as
+    // glibc leaves its own threads.
+    // SAFETY: our own TCB: block 0 is what specific[0] points at.
+    unsafe {
+        ptr::write_bytes((*specific)[0], 0, KEY_L2);
+        *at::<bool>(tp, g.specific_used) = false;
     }
 }
 

@@ -71,6 +71,9 @@ pub(super) const EXITING_BITMASK: i32 = 0x10;
 pub(super) const THREAD_STATE_JOINABLE: u32 = 2;
 /// `struct robust_list_head`: `list`, `futex_offset`, `list_op_pending`.
 pub(super) const ROBUST_HEAD_LEN: usize = 24;
+/// What glibc blocks in a thread's last steps: every signal but SIGSETXID
+/// (33), which a `setuid()` under way needs answered.
+pub(super) const EXIT_SIGNAL_MASK: u64 = !(1 << (33 - 1));
 
 /// Everything looked up once.
 pub(crate) struct Glibc {
@@ -87,6 +90,9 @@ pub(crate) struct Glibc {
     /// proves `flags` through `pthread_getattr_np`).
     pub(super) cancelhandling: usize,
     pub(super) flags: usize,
+    /// `start_routine`, with `arg` beside it: what `pthread_create` tells
+    /// its thread to run (the census excuses them).
+    pub(super) start_routine: usize,
     /// `int schedpolicy` and `schedparam.sched_priority`.
     pub(super) schedpolicy: usize,
     pub(super) sched_priority: usize,
@@ -221,6 +227,14 @@ pub(crate) struct Probed {
     /// `pthread_kill` reads.
     pub(super) exiting: usize,
     pub(super) exit_lock: usize,
+    /// `internal_sigset_t sigmask`, where glibc builds the mask it blocks in
+    /// a thread's last steps ([`EXIT_SIGNAL_MASK`]); 0 if not found.
+    pub(super) exit_sigmask: usize,
+    /// malloc's flag, in libc's TLS (this far below tp), that the thread's
+    /// cache is shut down, which glibc's exit sets (`tcache_shutting_down`,
+    /// glibc 2.36 to 2.41): found as the one word of libc's TLS that the
+    /// exit of a thread that made no call writes; 0 if none.
+    pub(super) malloc_shut_down: usize,
     /// `void *getrandom_buf` (glibc 2.41 and later, with a kernel that has
     /// the vDSO `getrandom`): the thread's vDSO state; 0 where a thread's
     /// `getrandom()` keeps none.
@@ -324,6 +338,7 @@ pub(super) fn discover() -> Result<Glibc, String> {
         specific,
         cancelhandling,
         flags: cancelhandling + size_of::<i32>(),
+        start_routine: field_offset(c"_thread_db_pthread_start_routine")?,
         schedpolicy: field_offset(c"_thread_db_pthread_schedpolicy")?,
         sched_priority: field_offset(c"_thread_db_pthread_schedparam_sched_priority")?,
         nthreads: dlsym(c"__nptl_nthreads")? as usize,
@@ -574,4 +589,12 @@ impl Glibc {
     pub(super) fn resp_slot(&self, tp: usize) -> *mut usize {
         tp.wrapping_add_signed(self.resp) as *mut usize
     }
+}
+
+/// Whether `addr` lies in a mapped page.
+pub(super) fn in_a_mapped_page(addr: usize) -> bool {
+    let page = crate::region::page_size();
+    let mut vec = 0u8;
+    // SAFETY: mincore reads nothing of the page; it fails with ENOMEM if unmapped.
+    addr != 0 && unsafe { libc::mincore((addr & !(page - 1)) as *mut c_void, 1, &mut vec) } == 0
 }

@@ -95,6 +95,7 @@
 //! `probe.rs` say how); none is a hard-coded number.
 
 mod block;
+mod census;
 mod duties;
 mod handover;
 mod layout;
@@ -102,6 +103,7 @@ mod lists;
 mod probe;
 
 pub(crate) use block::Block;
+pub(crate) use census::{Created, check as census, lock as census_lock};
 pub(crate) use duties::{count, enter, leave, reset_in_process_child};
 pub(crate) use handover::{Legacy, legacies};
 pub(crate) use layout::{Glibc, current_tp};
@@ -116,8 +118,9 @@ use crate::lazy::LazyBox;
 /// The discovered glibc, or why it cannot be used. Until a call succeeds,
 /// each call discovers and checks glibc's private layout (an error there
 /// is `Unsupported`: this glibc lacks what rawthread needs, and will on
-/// every call) and runs [`probe`]. Threads racing here each probe, and
-/// the first to finish publishes (see [`crate::lazy`]).
+/// every call) and runs [`probe`]. Threads racing here probe one at a
+/// time (under the census's lock, which `fork()` takes too): the first
+/// publishes, the others find it published.
 ///
 /// A shortage the probe meets is that error, never `Unsupported`: ENOMEM
 /// when its stacks cannot be mapped or a malloc in it returns NULL (or
@@ -143,6 +146,12 @@ use crate::lazy::LazyBox;
 /// tasks after failed tries under an address-space limit.
 pub(crate) fn get() -> io::Result<&'static Glibc> {
     static GLIBC: LazyBox<Glibc> = LazyBox::new();
+    if let Some(glibc) = GLIBC.get() {
+        return Ok(glibc);
+    }
+    // One probe at a time, as one census: a probe's pthread would count in
+    // the thread count another census watches (rule G).
+    let _one = census::lock();
     if let Some(glibc) = GLIBC.get() {
         return Ok(glibc);
     }

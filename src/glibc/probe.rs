@@ -10,6 +10,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 
 use memmap2::MmapOptions;
 
+use super::census::{self, Watch};
 use super::handover::MALLOC_WORDS_MAX;
 use super::layout::*;
 use super::lists::Held;
@@ -41,8 +42,10 @@ pub(super) fn probe(glibc: &Glibc) -> io::Result<Probed> {
     const SIZE: usize = 256 << 10;
     let mut stacks = MmapOptions::new().len(2 * SIZE).stack().map_anon()?;
     let base = stacks.as_mut_ptr() as usize;
+    let watch = Watch::new(glibc)?;
     let probe = Probe {
         glibc,
+        watch: &watch,
         own_stack: (base, SIZE),
         creator_tp: current_tp(),
         inner_stack: (base + SIZE, SIZE),
@@ -80,6 +83,12 @@ pub(super) fn probe(glibc: &Glibc) -> io::Result<Probed> {
     // SAFETY: the probe has exited and was joined; its TCB lies in our
     // mapping, which nobody else uses.
     unsafe { find_exiting(glibc, &mut found, thread) }.map_err(fail)?;
+    // SAFETY: as above.
+    unsafe { watch.exit() };
+    if watch.short() {
+        return Err(io::Error::from_raw_os_error(libc::ENOMEM));
+    }
+    census::keep_pthread(watch.into_sight());
     Ok(found)
 }
 
@@ -119,6 +128,17 @@ unsafe fn find_exiting(glibc: &Glibc, found: &mut Probed, thread: libc::pthread_
     };
     found.exiting = exiting;
     found.exit_lock = (exiting + 1).next_multiple_of(4);
+    // The mask glibc blocks in its thread's last steps, which it builds in
+    // the thread's `sigmask`: none where glibc builds it elsewhere.
+    let mut mask = (0..glibc.tcb_size).step_by(8).filter(|&off| {
+        // SAFETY: words of the dead TCB, ours.
+        unsafe { *at::<u64>(tp, off) == EXIT_SIGNAL_MASK }
+    });
+    found.exit_sigmask = match (mask.next(), mask.next()) {
+        (Some(off), None) => off,
+        (None, _) => 0,
+        _ => return Err("struct pthread sigmask"),
+    };
     // SAFETY: as above.
     if found.exit_lock + 4 > glibc.tcb_size || unsafe { *at::<i32>(tp, found.exit_lock) } != 0 {
         return Err("struct pthread exit_lock");
@@ -186,6 +206,8 @@ struct Stage {
 
 struct Probe<'a> {
     glibc: &'a Glibc,
+    /// The census's watch on the probe: the pthread of the twin census.
+    watch: &'a Watch<'a>,
     /// The probe's own stack: base and size.
     own_stack: (usize, usize),
     /// The creator's tp: where the probe finds the creator's malloc state
@@ -254,6 +276,7 @@ fn check_malloc_in_rounds(probe: &Probe, check: fn(&Probed, usize, Freed) -> boo
 extern "C" fn run(probe: *mut c_void) -> *mut c_void {
     // SAFETY: the creator's `Probe`, alive until it has joined us.
     let probe = unsafe { &*probe.cast::<Probe>() };
+    probe.watch.entry();
     let tp = current_tp();
     let (found, freed, borrowed) = match find_malloc_state(probe.glibc, tp, probe.creator_tp) {
         Ok((found, freed, borrowed)) => (Ok(found), freed, borrowed),
@@ -276,7 +299,17 @@ extern "C" fn run(probe: *mut c_void) -> *mut c_void {
     }
     drop(st);
     let lists = start_and_join(probe);
-    probe.update(|st| st.lists = Some(lists));
+    probe.update(|st| {
+        if let (Ok(flag), Some((_, Ok(found), _))) = (lists, &mut st.report) {
+            found.malloc_shut_down = flag;
+        }
+        st.lists = Some(lists.map(|_| ()));
+    });
+    // Last, so that nothing the probe does after it (a `dlsym` in a
+    // program's own `pthread_create` clears the `dlerror` message) changes
+    // what the battery left.
+    probe.watch.battery();
+    probe.watch.end();
     ptr::null_mut()
 }
 
@@ -546,30 +579,36 @@ fn find_live_fields(glibc: &Glibc, tp: usize, found: &mut Probed) -> Result<(), 
 /// bytes in glibc 2.36 to 2.43).
 const TCB_MAX: usize = 8192;
 
-/// Whether `addr` lies in a mapped page.
-fn in_a_mapped_page(addr: usize) -> bool {
-    let page = crate::region::page_size();
-    let mut vec = 0u8;
-    // SAFETY: mincore reads nothing of the page; it fails with ENOMEM if unmapped.
-    addr != 0 && unsafe { libc::mincore((addr & !(page - 1)) as *mut c_void, 1, &mut vec) } == 0
-}
-
 /// In the probe pthread: once the creator holds the word [`Lists`] takes
 /// for `_dl_stack_cache_lock`, starts a thread (on a stack of ours, so its
 /// `struct pthread` stays readable after the join), which glibc adds to
 /// `_dl_stack_user` under that lock; then checks what glibc wrote in it.
-fn start_and_join(probe: &Probe) -> Result<(), Failure> {
-    extern "C" fn nothing(_: *mut c_void) -> *mut c_void {
+fn start_and_join(probe: &Probe) -> Result<usize, Failure> {
+    /// What the thread saw of its own libc TLS, first thing.
+    struct Inner {
+        block: usize,
+        words: usize,
+        fresh: [usize; LIBC_TLS_MAX / size_of::<usize>()],
+    }
+    extern "C" fn nothing(inner: *mut c_void) -> *mut c_void {
+        // SAFETY: the creator's `Inner`, alive until it has joined us.
+        let inner = unsafe { &mut *inner.cast::<Inner>() };
+        let block = current_tp() - inner.block;
+        // SAFETY: this thread's own libc TLS block, `words` long.
+        unsafe { ptr::copy_nonoverlapping(block as *const usize, inner.fresh.as_mut_ptr(), inner.words) };
         ptr::null_mut()
     }
     drop(probe.wait_for(|st| st.create));
-    let lists = &probe.glibc.lists;
+    let glibc = probe.glibc;
+    let lists = &glibc.lists;
+    let words = glibc.libc_tls_len / size_of::<usize>();
+    let mut inner = Inner { block: glibc.libc_tls_below_tp, words, fresh: [0; LIBC_TLS_MAX / size_of::<usize>()] };
     let mut thread: libc::pthread_t = 0;
     // SAFETY: the second half of the probe's mapping, used by nobody else,
     // outlives the thread (joined below); the attributes are destroyed.
     let err = unsafe {
         let mut attr = stack_attr(probe.inner_stack.0, probe.inner_stack.1);
-        let err = libc::pthread_create(&mut thread, &attr, nothing, ptr::null_mut());
+        let err = libc::pthread_create(&mut thread, &attr, nothing, (&raw mut inner).cast());
         libc::pthread_attr_destroy(&mut attr);
         err
     };
@@ -583,7 +622,21 @@ fn start_and_join(probe: &Probe) -> Result<(), Failure> {
     if unsafe { lists.user_stack.read(thread as usize) } != lists.user_stack.user() {
         return Err(Failure::Layout("struct pthread user_stack / stack_mode"));
     }
-    Ok(())
+    // What glibc's exit wrote into the libc TLS of a thread that made no
+    // call (errno aside): malloc's flag that the thread's cache is shut
+    // down (glibc 2.36 to 2.41), the one such word.
+    let block = thread as usize - glibc.libc_tls_below_tp;
+    // SAFETY: __errno_location has no preconditions.
+    let errno =
+        (unsafe { libc::__errno_location() } as usize - (current_tp() - glibc.libc_tls_below_tp)) / size_of::<usize>();
+    let mut written = (0..words).filter(|&i| {
+        // SAFETY: the joined thread's libc TLS, in our mapping.
+        i != errno && unsafe { *(block as *const usize).add(i) } != inner.fresh[i]
+    });
+    Ok(match (written.next(), written.next()) {
+        (Some(i), None) => glibc.libc_tls_below_tp - i * size_of::<usize>(),
+        _ => 0,
+    })
 }
 
 /// In the creator: proves that [`Lists`] has glibc's thread lists and the
@@ -998,8 +1051,10 @@ mod tests {
         for (pass_at, rounds, ok) in [(1, 1, true), (3, 3, true), (0, MALLOC_CHECK_ROUNDS, false)] {
             ROUNDS.store(0, Ordering::SeqCst);
             PASS_AT.store(pass_at, Ordering::SeqCst);
+            let watch = Watch::new(&glibc).unwrap();
             let probe = Probe {
                 glibc: &glibc,
+                watch: &watch,
                 own_stack: (0, 0),
                 creator_tp: 0,
                 inner_stack: (0, 0),
