@@ -215,26 +215,26 @@ fn pthread_getattr_np_reports_the_stack() {
 #[test]
 fn pthread_setname_np_names_a_raw_thread() {
     let (go, wait) = std::sync::mpsc::channel::<()>();
+    let (read, mine) = std::sync::mpsc::channel();
     let handle = rawthread::spawn(move || {
         // SAFETY: the calling thread, a NUL-terminated name of 6 bytes.
         assert_eq!(unsafe { libc::pthread_setname_np(libc::pthread_self(), c"inside".as_ptr()) }, 0);
-        let mine = std::fs::read_to_string("/proc/thread-self/comm").unwrap();
+        read.send(std::fs::read_to_string("/proc/thread-self/comm").unwrap()).unwrap();
         wait.recv().unwrap();
         let mut buf = [0u8; 16];
         // SAFETY: a buffer of the size given.
         assert_eq!(unsafe { libc::pthread_getname_np(libc::pthread_self(), buf.as_mut_ptr().cast(), 16) }, 0);
-        (mine, std::ffi::CStr::from_bytes_until_nul(&buf).unwrap().to_str().unwrap().to_string())
+        std::ffi::CStr::from_bytes_until_nul(&buf).unwrap().to_str().unwrap().to_string()
     });
     let me = handle.layout().tcb.start as libc::pthread_t;
-    while comm_of(handle.tid()) != b"inside" {
-        std::thread::yield_now();
-    }
+    // Renamed from outside only once the thread has read its own name.
+    assert_eq!(mine.recv().unwrap(), "inside\n");
+    assert_eq!(comm_of(handle.tid()), b"inside");
     // SAFETY: a live thread's pthread_t (its thread pointer); a short name.
     assert_eq!(unsafe { libc::pthread_setname_np(me, c"outside".as_ptr()) }, 0);
     assert_eq!(comm_of(handle.tid()), b"outside");
     go.send(()).unwrap();
-    let (inside, read_back) = handle.join().unwrap();
-    assert_eq!((inside.as_str(), read_back.as_str()), ("inside\n", "outside"));
+    assert_eq!(handle.join().unwrap(), "outside");
 }
 
 /// `&JoinHandle` is `Sync`: every thread waiting in `thread()` for the
