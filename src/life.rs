@@ -77,7 +77,7 @@
 
 use std::alloc::Layout;
 use std::cell::UnsafeCell;
-use std::ffi::{CStr, c_void};
+use std::ffi::{CStr, CString, c_void};
 use std::io;
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ops::Range;
@@ -260,7 +260,7 @@ where
     F: FnOnce() -> T + Send,
     T: Send,
 {
-    let name = kernel_name(options.name.as_deref())?;
+    let name = kernel_name(options.name.as_deref());
     if options.scheduling.is_some_and(|s| !NICE_RANGE.contains(&s.nice)) {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
@@ -425,16 +425,20 @@ pub(crate) fn spawn_failed(e: io::Error) -> ! {
 
 /// The name as the kernel takes it: at most 15 bytes and a NUL, all NUL
 /// when unnamed.
-fn kernel_name(name: Option<&str>) -> io::Result<[u8; 16]> {
+///
+/// # Panics
+/// If `name` has a NUL byte, as std's `Builder::spawn` does, with its
+/// message (`CString::new`'s error, which std expects).
+fn kernel_name(name: Option<&str>) -> [u8; 16] {
     let mut out = [0u8; 16];
     if let Some(name) = name {
         if name.contains('\0') {
-            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+            CString::new(name).expect("thread name may not contain interior null bytes");
         }
         let n = name.len().min(15);
         out[..n].copy_from_slice(&name.as_bytes()[..n]);
     }
-    Ok(out)
+    out
 }
 
 /// What the creator hands the child, in the child's region.

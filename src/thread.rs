@@ -224,21 +224,23 @@ impl Builder {
     /// Spawns a thread running `f`, as [`std::thread::Builder::spawn`].
     ///
     /// Errors carry the kernel's errno: `EAGAIN` at a thread limit,
-    /// `ENOMEM` when the stack cannot be mapped (or its size overflows),
-    /// `EINVAL` for a name with a NUL byte; `Unsupported` if this glibc
-    /// lacks what rawthread needs; the kernel's refusal of an affinity, a
-    /// scheduling policy or a pidfd. A failed spawn frees everything it
+    /// `ENOMEM` when the stack cannot be mapped (or its size overflows);
+    /// `Unsupported` if this glibc lacks what rawthread needs; the kernel's
+    /// refusal of an affinity, a scheduling policy or a pidfd. A failed spawn frees everything it
     /// made, and drops `f` unrun, in the caller, as std does (a panic in
     /// that drop unwinds from here, once everything is freed): if the
     /// thread was already made, no user code ever runs on it.
+    ///
+    /// # Panics
+    /// If the name has a NUL byte, with std's message (std's panics too).
     ///
     /// ```
     /// let handle = rawthread::Builder::new().spawn(|| "ran")?;
     /// assert_eq!(handle.join().unwrap(), "ran");
     /// let token = std::sync::Arc::new(());
     /// let held = token.clone();
-    /// let err = rawthread::Builder::new().name("nul\0".into()).spawn(move || drop(held)).unwrap_err();
-    /// assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+    /// let err = rawthread::Builder::new().stack_size(usize::MAX).spawn(move || drop(held)).unwrap_err();
+    /// assert_eq!(err.raw_os_error(), Some(libc::ENOMEM));
     /// assert_eq!(std::sync::Arc::strong_count(&token), 1); // the closure was dropped unrun
     /// # Ok::<(), std::io::Error>(())
     /// ```

@@ -8,7 +8,6 @@
 //! again with one test selected and `RAWTHREAD_CHILD` set.
 
 use std::hint::black_box;
-use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -106,21 +105,35 @@ fn long_names_are_truncated_to_15_bytes() {
     }
 }
 
+/// The panic message of a spawn by `spawn`, which must panic.
+fn spawn_panic(spawn: impl FnOnce() + std::panic::UnwindSafe) -> String {
+    let payload = std::panic::catch_unwind(spawn).expect_err("the spawn did not panic");
+    payload.downcast_ref::<String>().cloned().expect("a formatted panic message")
+}
+
 #[test]
-fn name_with_nul_is_invalid_input_and_leaks_nothing() {
+fn name_with_nul_panics_as_std_and_leaks_nothing() {
     let witness = Arc::new(());
     let ran = Arc::new(AtomicBool::new(false));
     let (w, r) = (witness.clone(), ran.clone());
-    let err = Builder::new()
-        .name("bad\0name".into())
-        .spawn(move || {
+    let ours = spawn_panic(move || {
+        let _ = Builder::new().name("bad\0name".into()).spawn(move || {
             r.store(true, Ordering::SeqCst);
             drop(w);
-        })
-        .unwrap_err();
-    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        });
+    });
+    let stds = spawn_panic(|| {
+        let _ = thread::Builder::new().name("bad\0name".into()).spawn(|| ());
+    });
+    assert_eq!(ours, stds);
     assert_eq!(Arc::strong_count(&witness), 1, "the closure was leaked");
     assert!(!ran.load(Ordering::SeqCst), "the closure ran");
+    let scoped = spawn_panic(|| {
+        rawthread::scope(|s| {
+            let _ = Builder::new().name("bad\0name".into()).spawn_scoped(s, || ());
+        })
+    });
+    assert_eq!(scoped, stds);
     // Nothing half-made gets in the way of the next spawn.
     assert_eq!(
         Builder::new().name("good-name".into()).spawn(|| comm_of(gettid())).unwrap().join().unwrap(),
