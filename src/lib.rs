@@ -34,6 +34,7 @@
 //! | `region` | the region: its layout (`Plan`, with the diagram) and its mapping |
 //! | `glibc/` | the glibc thread block: discovering glibc's layout (`layout`), the probe pthread (`probe`), building and renewing a block (`block`), a thread's first and last steps (`duties`), glibc's thread list, which raw threads join (`lists`), malloc's state handed on (`handover`) |
 //! | `life` | the life of one thread: start record, child entry and exit, who frees the region (the ownership essay) |
+//! | `name` | the thread's name in std's `Thread`: where the running std keeps it, proven at the first named spawn |
 //! | `join` | waiting for a thread's tid word to clear (and why without a spin) |
 //! | `pool` | finished regions kept for reuse, within limits |
 //! | `overflow` | the SIGSEGV handler that reports a raw thread's stack overflow |
@@ -71,8 +72,10 @@
 //!   `pthread_getschedparam`, `pthread_setschedparam`, `pthread_setschedprio`,
 //!   `pthread_getcpuclockid`, `pthread_kill`, robust and priority-protect
 //!   mutexes, and `pthread_exit` in `main` (the process then lives until its
-//!   last thread, raw or not, returns). `std::thread::current()` works on them
-//!   but has no name (std offers no way to name a thread it did not create).
+//!   last thread, raw or not, returns). `std::thread::current()` works on them,
+//!   with the builder's name where rawthread could prove where the running std
+//!   keeps a `Thread`'s name (std 1.88 to 1.95 and a 1.97 nightly tested), and
+//!   without one where it could not.
 //! * malloc's per-thread state, and on glibc 2.41 and later `getrandom()`'s
 //!   vDSO state, are handed on to the next thread, not freed: the process
 //!   keeps one of each per thread that was ever alive *at the same time* as
@@ -101,6 +104,7 @@ mod glibc;
 mod join;
 mod lazy;
 mod life;
+mod name;
 mod overflow;
 mod pool;
 pub mod process;

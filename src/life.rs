@@ -77,7 +77,7 @@
 
 use std::alloc::Layout;
 use std::cell::UnsafeCell;
-use std::ffi::{CStr, CString, c_void};
+use std::ffi::{CStr, c_void};
 use std::io;
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ops::Range;
@@ -90,6 +90,7 @@ use std::thread::Result;
 
 use crate::glibc::{self, Block, Glibc};
 use crate::lazy::LazyUsize;
+use crate::name::{self, ThreadName};
 use crate::region::{Region, ThreadLayout, page_size};
 use crate::{clone, fork, join, overflow, pool, sys};
 
@@ -260,7 +261,7 @@ where
     F: FnOnce() -> T + Send,
     T: Send,
 {
-    let name = kernel_name(options.name.as_deref());
+    let name = ThreadName::new(options.name.as_deref());
     if options.scheduling.is_some_and(|s| !NICE_RANGE.contains(&s.nice)) {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
@@ -423,24 +424,6 @@ pub(crate) fn spawn_failed(e: io::Error) -> ! {
     panic!("failed to spawn thread: {e}")
 }
 
-/// The name as the kernel takes it: at most 15 bytes and a NUL, all NUL
-/// when unnamed.
-///
-/// # Panics
-/// If `name` has a NUL byte, as std's `Builder::spawn` does, with its
-/// message (`CString::new`'s error, which std expects).
-fn kernel_name(name: Option<&str>) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    if let Some(name) = name {
-        if name.contains('\0') {
-            CString::new(name).expect("thread name may not contain interior null bytes");
-        }
-        let n = name.len().min(15);
-        out[..n].copy_from_slice(&name.as_bytes()[..n]);
-    }
-    out
-}
-
 /// What the creator hands the child, in the child's region.
 struct Start<F> {
     f: F,
@@ -449,7 +432,7 @@ struct Start<F> {
     /// The mask the child sets once it may run user code; `None`: it runs
     /// with the one it inherited, ours.
     sigmask: Option<libc::sigset_t>,
-    name: [u8; 16],
+    name: ThreadName,
     /// The guard's range and the alternate signal stack, for [`overflow`].
     guard: Range<usize>,
     altstack: Range<usize>,
@@ -603,9 +586,9 @@ where
     let (glibc, tp) = (start.glibc, start.tp);
     // SAFETY: this is the thread `tp` belongs to, and this is its start.
     unsafe { glibc::enter(glibc, tp) };
-    overflow::enter(start.altstack.clone(), start.guard.clone(), start.name);
-    if start.name[0] != 0 {
-        sys::set_name(CStr::from_bytes_until_nul(&start.name).unwrap_or_default());
+    overflow::enter(start.altstack.clone(), start.guard.clone(), start.name.kernel);
+    if start.name.kernel[0] != 0 {
+        sys::set_name(CStr::from_bytes_until_nul(&start.name.kernel).unwrap_or_default());
     }
     // SAFETY: the header lives as long as the region, which outlives us.
     let header = unsafe { &(*record).header };
@@ -620,11 +603,17 @@ where
         sys::exit_thread();
     }
     // SAFETY: the gate is open: the start is ours, read exactly once.
-    let Start { f, sigmask, latch, .. } = unsafe { (*record).start.assume_init_read() };
+    let Start { f, sigmask, latch, name, .. } = unsafe { (*record).start.assume_init_read() };
     if let Some(mask) = &sigmask {
         sys::set_signal_mask(mask);
     }
-    header.thread.publish(std::thread::current());
+    // Named before anyone else can reach the thread's `Thread`, and before
+    // user code: the closure, its panics and its TLS destructors read it.
+    let thread = std::thread::current();
+    if let Some(name) = name.std {
+        name::give(&thread, name);
+    }
+    header.thread.publish(thread);
 
     #[cfg(feature = "bench")]
     crate::bench::stamp(crate::bench::Phase::ClosureStart);

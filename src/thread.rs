@@ -46,7 +46,11 @@ impl Builder {
     }
 
     /// Names the thread. The kernel shows the first 15 bytes in
-    /// `/proc/self/task/<tid>/comm` (and so `ps`, `top`, gdb).
+    /// `/proc/self/task/<tid>/comm` (and so `ps`, `top`, gdb); std's
+    /// `Thread` has the whole name (`thread::current().name()` in the
+    /// thread, its TLS destructors and panic messages, and
+    /// [`JoinHandle::thread`]) wherever rawthread could prove where this
+    /// std keeps it (see the README's migration notes).
     ///
     /// ```
     /// let comm = rawthread::Builder::new()
@@ -55,6 +59,12 @@ impl Builder {
     ///     .join()
     ///     .unwrap()?;
     /// assert_eq!(comm, "a-rather-long-t\n"); // the first 15 bytes
+    /// let name = rawthread::Builder::new()
+    ///     .name("a-rather-long-thread-name".into())
+    ///     .spawn(|| std::thread::current().name().map(str::to_owned))?
+    ///     .join()
+    ///     .unwrap();
+    /// assert_eq!(name.as_deref(), Some("a-rather-long-thread-name")); // all of it
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn name(mut self, name: String) -> Builder {

@@ -141,6 +141,92 @@ fn name_with_nul_panics_as_std_and_leaks_nothing() {
     );
 }
 
+/// std's `Thread` of a named raw thread has its name: inside, through the
+/// handle, in a scoped thread, whole (not the kernel's 15 bytes); an
+/// unnamed one has none, as std's.
+#[test]
+fn std_reads_the_name_of_a_named_raw_thread() {
+    for name in ["w", "worker-7", "a-thread-name-longer-than-fifteen-bytes", "ééééééééé", &"long ".repeat(200)]
+    {
+        let handle = Builder::new().name(name.into()).spawn(|| thread::current().name().map(str::to_owned)).unwrap();
+        assert_eq!(handle.thread().name(), Some(name));
+        assert!(format!("{:?}", handle.thread()).contains(&format!("{name:?}")));
+        assert_eq!(handle.join().unwrap().as_deref(), Some(name));
+    }
+    let unnamed = rawthread::spawn(|| thread::current().name().is_none());
+    assert_eq!(unnamed.thread().name(), None);
+    assert!(unnamed.join().unwrap());
+    rawthread::scope(|s| {
+        let h = Builder::new().name("scoped".into()).spawn_scoped(s, || thread::current().name().map(str::to_owned));
+        let h = h.unwrap();
+        assert_eq!(h.thread().name(), Some("scoped"));
+        assert_eq!(h.join().unwrap().as_deref(), Some("scoped"));
+    });
+}
+
+/// The name is still there in the thread's TLS destructors, of a detached
+/// thread too.
+#[test]
+fn the_name_is_read_in_tls_destructors() {
+    struct SendName(mpsc::Sender<Option<String>>);
+    impl Drop for SendName {
+        fn drop(&mut self) {
+            self.0.send(thread::current().name().map(str::to_owned)).unwrap();
+        }
+    }
+    thread_local!(static SENDER: std::cell::RefCell<Option<SendName>> = const { std::cell::RefCell::new(None) });
+    let (tx, rx) = mpsc::channel();
+    let handle = Builder::new()
+        .name("in-destructor".into())
+        .spawn(move || SENDER.with(|s| *s.borrow_mut() = Some(SendName(tx))))
+        .unwrap();
+    drop(handle);
+    assert_eq!(rx.recv().unwrap().as_deref(), Some("in-destructor"));
+}
+
+/// std's default panic hook names a named raw thread, and says
+/// `<unnamed>` for an unnamed one, as for std's threads.
+#[test]
+fn a_panic_in_a_named_raw_thread_names_it() {
+    if in_child("a_panic_in_a_named_raw_thread_names_it") {
+        let named = Builder::new().name("worker-7".into()).spawn(|| panic!("{}: named", common::EXPECTED));
+        assert!(named.unwrap().join().is_err());
+        let unnamed = rawthread::spawn(|| panic!("{}: unnamed", common::EXPECTED));
+        assert!(unnamed.join().is_err());
+        return;
+    }
+    let out = run_child("a_panic_in_a_named_raw_thread_names_it", &[("RUST_BACKTRACE", "0")]);
+    assert_child_passed(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let said = |name: &str, what: &str| {
+        stderr.lines().any(|l| l.starts_with(&format!("thread '{name}'")) && l.contains("panicked"))
+            && stderr.contains(&format!("{}: {what}", common::EXPECTED))
+    };
+    assert!(said("worker-7", "named"), "{stderr}");
+    assert!(said("<unnamed>", "unnamed"), "{stderr}");
+}
+
+/// std frees a raw thread's name with its `Thread`, as it frees its own
+/// threads' names: thousands of named threads leave malloc as it was (a
+/// name kept would add 1 MB; one freed twice would abort).
+#[test]
+fn names_are_freed_with_their_threads() {
+    if in_child("names_are_freed_with_their_threads") {
+        warm_up_malloc_arenas();
+        let name = "n".repeat(500);
+        let heap = malloc_in_use();
+        for _ in 0..2_000 {
+            let handle = Builder::new().name(name.clone()).spawn(|| thread::current().name().map(str::len)).unwrap();
+            assert_eq!(handle.join().unwrap(), Some(500));
+        }
+        let heap_after = malloc_in_use();
+        println!("malloc in use {heap} -> {heap_after}");
+        assert!(heap_after <= heap + 64 * 1024, "malloc in use grew from {heap} to {heap_after}");
+        return;
+    }
+    assert_child_passed(&run_child("names_are_freed_with_their_threads", &[]));
+}
+
 // ---------------------------------------------------------------------------
 // Stacks and guards
 // ---------------------------------------------------------------------------
