@@ -31,6 +31,30 @@ struct ScopeData {
 /// });
 /// assert_eq!((evens.len(), odds.len()), (5, 5));
 /// ```
+///
+/// `'scope` is invariant, as std's: a scoped thread cannot lend what lives
+/// on its own stack to a thread that may outlive it. std's own example of
+/// that, which must not compile, under each path:
+///
+/// ```compile_fail,E0373
+/// use rawthread as thread;
+/// thread::scope(|s| {
+///     s.spawn(|| {
+///         let a = String::from("abcd");
+///         s.spawn(|| println!("{a:?}")); // might run after `a` is dropped
+///     });
+/// });
+/// ```
+///
+/// ```compile_fail,E0373
+/// use std::thread as thread;
+/// thread::scope(|s| {
+///     s.spawn(|| {
+///         let a = String::from("abcd");
+///         s.spawn(|| println!("{a:?}")); // might run after `a` is dropped
+///     });
+/// });
+/// ```
 pub struct Scope<'scope, 'env: 'scope> {
     data: Arc<ScopeData>,
     /// Invariance over 'scope, as std: a scope cannot be shrunk or grown.
