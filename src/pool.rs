@@ -152,8 +152,11 @@ impl Pool {
 }
 
 /// The best-fitting finished region for a thread with this guard, stack and
-/// record, if the pool has one, and its plan for that thread. Regions more
-/// than four times the stack are left for bigger requests.
+/// record, if the pool has one, and its plan for that thread. Regions whose
+/// stack is more than four times the one asked for are left for bigger
+/// requests: the stack, not the whole region, whose signal stack, guards
+/// and thread block are the same size whatever the stack (with a 64 KiB
+/// guard a 16 KiB stack's region is over six times its stack).
 pub(crate) fn take(guard: usize, stack: usize, record: Layout) -> Option<(Block, Plan)> {
     let mut pool = lock();
     // The smallest that fits; a region is planned for only if it is smaller
@@ -161,7 +164,9 @@ pub(crate) fn take(guard: usize, stack: usize, record: Layout) -> Option<(Block,
     let mut best: Option<(usize, Plan)> = None;
     for (i, b) in pool.blocks.iter().enumerate() {
         let len = b.region().len();
-        if len / 4 > stack || best.as_ref().is_some_and(|(j, _)| pool.blocks[*j].region().len() <= len) || !finished(b)
+        if b.region().stack().len() / 4 > stack
+            || best.as_ref().is_some_and(|(j, _)| pool.blocks[*j].region().len() <= len)
+            || !finished(b)
         {
             continue;
         }

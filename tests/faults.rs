@@ -8,7 +8,8 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{
-    CHILD_ENV, assert_child_passed, fds, glibc_user_threads, in_child, maps, refuse_syscalls, run_child, run_child_ok,
+    CHILD_ENV, address_space, assert_child_passed, fds, glibc_user_threads, in_child, maps, refuse_syscalls, run_child,
+    run_child_ok,
 };
 
 /// Both refused with EAGAIN: every spawn is `Err(EAGAIN)`, and 1,000 of
@@ -38,13 +39,6 @@ fn clone_eagain_is_an_error_and_leaks_nothing() {
     let out = run_child("clone_eagain_is_an_error_and_leaks_nothing", &[("AFTER_A_SPAWN", "1")]);
     assert_child_passed(&out);
     run_child_ok("clone_eagain_is_an_error_and_leaks_nothing");
-}
-
-/// This process's address space (VmSize), in bytes.
-fn address_space() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb = status.lines().find_map(|l| l.strip_prefix("VmSize:")).expect("VmSize in /proc/self/status");
-    kb.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap() << 10
 }
 
 /// Limits the address space (`RLIMIT_AS`, as `ulimit -v`) to what this

@@ -111,6 +111,13 @@ pub fn malloc_in_use() -> usize {
     unsafe { libc::mallinfo2() }.uordblks
 }
 
+/// This process's address space (VmSize), in bytes.
+pub fn address_space() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmSize:")).expect("VmSize in /proc/self/status");
+    kb.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap() << 10
+}
+
 /// Number of mappings.
 pub fn maps() -> usize {
     std::fs::read_to_string("/proc/self/maps").unwrap().lines().count()
