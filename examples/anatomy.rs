@@ -12,6 +12,32 @@ fn row(name: &str, r: &Range<usize>, what: &str) {
     println!("  {:#014x}..{:#014x}  {:>9} B  {name:<11} {what}", r.start, r.end, r.end - r.start);
 }
 
+/// How the page at `addr` is guarded: a guard marker shows in
+/// /proc/self/pagemap (bit 58, PM_GUARD_REGION), not in /proc/self/maps.
+fn guard_kind(addr: usize) -> &'static str {
+    use std::os::unix::fs::FileExt;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    let mut entry = [0u8; 8];
+    let pagemap =
+        std::fs::File::open("/proc/self/pagemap").and_then(|f| f.read_exact_at(&mut entry, (addr / page * 8) as u64));
+    match pagemap {
+        Ok(()) if u64::from_ne_bytes(entry) & (1 << 58) != 0 => "guard marker",
+        _ => "PROT_NONE",
+    }
+}
+
+/// The mappings of /proc/self/maps that overlap `r`.
+fn mappings(r: &Range<usize>) -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let bounds = |line: &str| {
+        let (start, rest) = line.split_once('-')?;
+        let end = rest.split(' ').next()?;
+        Some((usize::from_str_radix(start, 16).ok()?, usize::from_str_radix(end, 16).ok()?))
+    };
+    maps.lines().filter_map(bounds).filter(|&(start, end)| start < r.end && r.start < end).count()
+}
+
 pub fn main() {
     let (tx, rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel::<()>();
@@ -35,10 +61,16 @@ pub fn main() {
     println!("  {}", flags.join("|"));
     println!("  via {}", if rawthread::uses_clone3() == Some(true) { "clone3" } else { "clone (clone3 refused)" });
     let region = &layout.region;
-    println!("\nits region, one mmap of {} B, low to high addresses:", region.end - region.start);
-    row("guard", &layout.altstack_guard, "PROT_NONE: a handler overrunning the signal stack faults here");
+    println!(
+        "\nits region, one mmap of {} B, now {} mapping(s) in /proc/self/maps, low to high addresses:",
+        region.end - region.start,
+        mappings(region)
+    );
+    let what = |kind: &str, faults: &str| format!("{kind}: {faults} faults here");
+    let kind = guard_kind(layout.guard.start);
+    row("guard", &layout.altstack_guard, &what(kind, "a handler overrunning the signal stack"));
     row("altstack", &layout.altstack, "alternate signal stack for the overflow report");
-    row("guard", &layout.guard, "PROT_NONE: a stack overflow faults here");
+    row("guard", &layout.guard, &what(kind, "a stack overflow"));
     row("stack", &layout.stack, "grows down from its end");
     row("record", &layout.record, "start record: closure in, result out");
     row("resolver", &layout.resolver, "struct __res_state for this thread");
@@ -57,6 +89,14 @@ pub fn main() {
     println!("                             (the tid word itself up to glibc 2.42, `joinstate` from 2.43)");
     println!("  %fs base    {tp:#014x}  (read in the thread: pthread_self())");
     println!("  a local     {a_local:#014x}  ({} B below the stack's top)", layout.stack.end - a_local);
+    println!(
+        "\n  guards: {kind}s{}",
+        if kind == "guard marker" {
+            " (madvise MADV_GUARD_INSTALL: the region stays one mapping; /proc/self/pagemap bit 58 shows them)"
+        } else {
+            " (guard markers refused: each guard is a mapping of its own)"
+        }
+    );
     assert_eq!(tp, layout.tcb.start);
     assert!(layout.stack.contains(&a_local));
 

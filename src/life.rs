@@ -8,7 +8,7 @@
 //!
 //! 1. **Creator, alone.** `Builder::spawn` takes a finished region from the
 //!    pool (one whose tid word the kernel has cleared) or maps a new one (guard
-//!    `PROT_NONE`). With its signals open, the creator puts the zeroed block on
+//!    markers or `PROT_NONE`). With its signals open, the creator puts the zeroed block on
 //!    glibc's thread list (`glibc/lists.rs`): from now on `setuid()` and
 //!    `dlopen` reach the thread, which does not exist yet. Then glibc's loader
 //!    fills the static TLS from every module's image and allocates the DTV; the

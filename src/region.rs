@@ -9,6 +9,7 @@
 use std::alloc::Layout;
 use std::io;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use memmap2::{MmapMut, MmapOptions};
 
@@ -32,13 +33,15 @@ use crate::lazy::LazyUsize;
 pub struct ThreadLayout {
     /// The whole mapping.
     pub region: Range<usize>,
-    /// The `PROT_NONE` page under the alternate signal stack: a handler
+    /// The guard page under the alternate signal stack (guard markers, or
+    /// `PROT_NONE` where the kernel has none; see `install_guard` in
+    /// `src/region.rs`): a handler
     /// that overruns the signal stack faults here instead of writing into
     /// whatever mapping lies below the region.
     pub altstack_guard: Range<usize>,
     /// The alternate signal stack the overflow report runs on.
     pub altstack: Range<usize>,
-    /// The `PROT_NONE` guard under the stack.
+    /// The guard under the stack (guard markers, or `PROT_NONE`).
     pub guard: Range<usize>,
     /// The stack; the thread starts with its stack pointer at the end.
     pub stack: Range<usize>,
@@ -104,9 +107,9 @@ macro_rules! pieces {
     };
 }
 pieces! {
-    0 altstack_guard: "The `PROT_NONE` page under the signal stack.",
+    0 altstack_guard: "The guard page under the signal stack.",
     1 altstack: "The alternate signal stack.",
-    2 guard: "The `PROT_NONE` guard under the stack.",
+    2 guard: "The guard under the stack.",
     3 stack: "The stack.",
     4 record: "The start record.",
     5 resolver: "The resolver state.",
@@ -133,16 +136,19 @@ impl Plan {
     ///  +-------+---------------+------------------+---------------------------+-------+-----------+--------------+-----------+
     ///  | guard | altstack      | guard            | stack       <- grows down | record| res_state | static TLS   | TCB       |
     ///  | 1 pg  | (signal stack | guard_size bytes | at least stack_size bytes | (in/  | (resolver)| (every       | (struct   |
-    ///  | NONE  |  for overflow | PROT_NONE        |                           |  out) |           |  module)     |  pthread) |
+    ///  |       |  for overflow |                  |                           |  out) |           |  module)     |  pthread) |
     ///  +-------+---------------+------------------+---------------------------+-------+-----------+--------------+-----------+
     ///                                                                                                            ^ tp = %fs base
     /// ```
     ///
-    /// * Both stacks grow down, so each has a `PROT_NONE` guard under it: a
-    ///   stack that overflows, or a signal handler that overruns the signal
-    ///   stack, faults instead of writing into the signal stack or into the
+    /// * Both stacks grow down, so each has a guard under it: a stack that
+    ///   overflows, or a signal handler that overruns the signal stack,
+    ///   faults instead of writing into the signal stack or into the
     ///   mapping below the region (usually another thread's TCB, as mmap
-    ///   places regions one under the other).
+    ///   places regions one under the other). The guards are guard markers
+    ///   inside the one mapping where the kernel has them, else `PROT_NONE`
+    ///   pages, which split the region into four mappings
+    ///   ([`install_guard`]).
     /// * The thread block is at the top: `tp` is aligned down from
     ///   `len - tcb` (the region's base is page-aligned, and the alignment at
     ///   most a page), the static TLS and the resolver state lie under it.
@@ -227,6 +233,68 @@ fn altstack_size() -> usize {
     })
 }
 
+/// `madvise` advice (Linux 6.13): the range's pages become guard markers,
+/// entries in the page table that fault on any access, inside the mapping
+/// rather than as a `PROT_NONE` mapping of their own.
+const MADV_GUARD_INSTALL: libc::c_int = 102;
+
+/// Set once `madvise` has refused guard markers, so that later regions
+/// go straight to `mprotect`. Not a [`LazyUsize`]: whichever thread maps a
+/// region first learns the answer as a side effect of making its guard.
+static NO_GUARD_MARKERS: AtomicBool = AtomicBool::new(false);
+
+/// Makes `[addr, addr + len)` fault on any access: with guard markers
+/// where the kernel has them, else with `PROT_NONE`.
+///
+/// A marker leaves the region one mapping (and regions mmap places side
+/// by side merge into one): with a `PROT_NONE` page under each stack every
+/// region is four mappings, which stops a process at `vm.max_map_count`
+/// / 4 threads and makes `fork()` copy four VMAs per thread. What the
+/// kernel does with the markers afterwards, as Linux 6.18 does it (the
+/// first three tested by `guard_markers_survive_reuse_dontneed_and_fork`
+/// in `tests/api.rs`):
+///
+/// * **Reuse.** They stay until the region is unmapped: the pool hands the
+///   region on with its guards in place, and `MADV_DONTNEED` (the stack
+///   given back at a thread's exit) keeps them, as it zaps pages only.
+/// * **fork.** Installing them gives the mapping an `anon_vma`, so `fork()`
+///   copies its page tables, markers included: a pooled region reused in
+///   the child is still guarded. (Linux 6.19 also marks such mappings
+///   `VM_MAYBE_GUARD`, which makes fork copy them whatever the mapping.)
+/// * **Core dumps.** A marker holds no page: the region is one segment of
+///   the dump and the guard reads as zeros there, as a page never touched
+///   does (seen in a core of Linux 6.18). `/proc/PID/maps` does not show
+///   the guard; `/proc/PID/pagemap` does (bit 58, `PM_GUARD_REGION`, Linux
+///   6.15).
+///
+/// `madvise` refuses them with `EINVAL` on kernels before 6.13 (unknown
+/// advice) and on locked mappings (after `mlockall(MCL_FUTURE)`, as seen
+/// on 6.18), and a seccomp filter may refuse it with any errno; every
+/// refusal falls back to `mprotect`, remembered for the process. A
+/// shortage (`ENOMEM`, `EAGAIN`) or `EINTR` is the spawn's error.
+///
+/// # Safety
+/// The range lies in a private anonymous mapping the caller owns, and
+/// nothing in it is in use.
+unsafe fn install_guard(addr: usize, len: usize) -> io::Result<()> {
+    if !NO_GUARD_MARKERS.load(Ordering::Relaxed) {
+        // SAFETY: per the contract; a marker only makes the range fault.
+        if unsafe { libc::madvise(addr as *mut libc::c_void, len, MADV_GUARD_INSTALL) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if matches!(e.raw_os_error(), Some(libc::ENOMEM | libc::EAGAIN | libc::EINTR)) {
+            return Err(e);
+        }
+        NO_GUARD_MARKERS.store(true, Ordering::Relaxed);
+    }
+    // SAFETY: per the contract.
+    if unsafe { libc::mprotect(addr as *mut libc::c_void, len, libc::PROT_NONE) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn sizes(guard: usize, stack: usize) -> Sizes {
     Sizes { page: page_size(), altstack: altstack_size(), guard, stack }
 }
@@ -245,10 +313,8 @@ impl Region {
         let mut map = MmapOptions::new().len(len).stack().no_reserve_swap().map_anon()?;
         let base = map.as_mut_ptr() as usize;
         for guard in [plan.altstack_guard(), plan.guard()].into_iter().filter(|g| !g.is_empty()) {
-            // SAFETY: the guard lies inside the mapping we own.
-            if unsafe { libc::mprotect((base + guard.start) as *mut libc::c_void, guard.len(), libc::PROT_NONE) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
+            // SAFETY: the guard lies inside the mapping we own, untouched.
+            unsafe { install_guard(base + guard.start, guard.len()) }?;
         }
         Ok(Region { map, plan })
     }

@@ -91,7 +91,7 @@ impl Builder {
         self
     }
 
-    /// The `PROT_NONE` guard below the stack, rounded up to whole pages
+    /// The guard below the stack (guard markers, or `PROT_NONE`), rounded up to whole pages
     /// (default one page; 0 for none).
     ///
     /// ```

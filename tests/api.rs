@@ -19,8 +19,9 @@ use rawthread::Builder;
 mod common;
 
 use common::{
-    assert_child_passed, drain_pool, gettid, in_child, malloc_in_use, maps as mapping_count, page_size,
-    quiet_expected_panics, refuse_syscalls, run_child,
+    Guard, NO_GUARD_MARKERS, assert_child_passed, drain_pool, enter_guard_path, gettid, guard_at, in_child,
+    malloc_in_use, maps as mapping_count, markers_installable, page_size, protection_at, quiet_expected_panics,
+    refuse_syscalls, run_child,
 };
 
 // ---------------------------------------------------------------------------
@@ -241,6 +242,7 @@ fn big_stack_takes_deep_recursion() {
 #[test]
 fn default_stack_overflow_hits_the_guard() {
     if in_child("default_stack_overflow_hits_the_guard") {
+        enter_guard_path();
         // SAFETY: only stops this (child) process from dumping core.
         unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) };
         let h = rawthread::spawn(|| {
@@ -251,11 +253,14 @@ fn default_stack_overflow_hits_the_guard() {
         println!("survived: {span:?}");
         return;
     }
-    let out = run_child("default_stack_overflow_hits_the_guard", &[]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("overflowing now"), "the child did not get to the recursion:\n{stdout}");
-    assert!(!stdout.contains("survived"), "12 MiB of recursion fit in a 2 MiB stack:\n{stdout}");
-    assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "child status {}", out.status);
+    // With guard markers, and with `PROT_NONE` guards (markers refused).
+    for env in [&[][..], &[NO_GUARD_MARKERS]] {
+        let out = run_child("default_stack_overflow_hits_the_guard", env);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("overflowing now"), "{env:?}: the child did not get to the recursion:\n{stdout}");
+        assert!(!stdout.contains("survived"), "{env:?}: 12 MiB of recursion fit in a 2 MiB stack:\n{stdout}");
+        assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "{env:?}: child status {}", out.status);
+    }
 }
 
 /// glibc limits its `alloca`s to a quarter of the thread's stack, read from
@@ -451,26 +456,25 @@ fn rust_min_stack_sets_the_default_stack_size() {
     assert_child_passed(&out);
 }
 
-/// In the calling thread: the size of the `PROT_NONE` mapping right below
-/// the mapping that holds its stack (0 if there is none).
+/// In the calling thread: the size of the guard right below its stack,
+/// guard markers or `PROT_NONE` pages, found by walking down from the
+/// stack pointer (0 if the stack's mapping ends first).
 fn guard_below_own_stack() -> usize {
     let marker = 0u8;
-    let here = black_box(&marker) as *const u8 as usize;
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    let ranges: Vec<(usize, usize, bool)> = maps
-        .lines()
-        .map(|line| {
-            let (range, rest) = line.split_once(' ').unwrap();
-            let (start, end) = range.split_once('-').unwrap();
-            let parse = |s| usize::from_str_radix(s, 16).unwrap();
-            (parse(start), parse(end), rest.starts_with("---p"))
-        })
-        .collect();
-    let i = ranges.iter().position(|&(s, e, _)| s <= here && here < e).expect("the stack's mapping");
-    match i.checked_sub(1).map(|j| ranges[j]) {
-        Some((start, end, true)) if end == ranges[i].0 => end - start,
-        _ => 0,
+    let page = page_size();
+    let mut addr = black_box(&marker) as *const u8 as usize & !(page - 1);
+    while guard_at(addr) == Guard::Open {
+        if protection_at(addr) == "unmapped" {
+            return 0;
+        }
+        addr -= page;
     }
+    let kind = guard_at(addr);
+    let top = addr + page;
+    while guard_at(addr) == kind {
+        addr -= page;
+    }
+    top - (addr + page)
 }
 
 /// `JoinHandle::layout` describes the region as it is: pieces in order
@@ -524,54 +528,146 @@ fn guard_pages_lie_below_the_stack() {
     assert!(big >= 64 << 10, "guard_size(64 KiB) gave {big:#x}");
 }
 
-/// The protection of the mapping that holds `addr`, as /proc/self/maps
-/// shows it (`rw-p`, `---p`, ...).
-fn protection_at(addr: usize) -> String {
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    maps.lines()
-        .find_map(|line| {
-            let (range, rest) = line.split_once(' ').unwrap();
-            let (start, end) = range.split_once('-').unwrap();
-            let (start, end) = (usize::from_str_radix(start, 16).unwrap(), usize::from_str_radix(end, 16).unwrap());
-            (start..end).contains(&addr).then(|| rest[..4].to_string())
-        })
-        .unwrap_or_else(|| "unmapped".into())
-}
-
-/// Under every live thread's alternate signal stack lies a `PROT_NONE`
-/// page of its own region, whatever is mapped below the region (usually
-/// another thread's TCB): guard sizes 0, 1 page and 16 KiB, fresh and
-/// reused regions.
+/// Under every live thread's alternate signal stack, and under its stack,
+/// lies a guard of its own region, whatever is mapped below the region
+/// (usually another thread's TCB): guard sizes 0, 1 page and 16 KiB, fresh
+/// and reused regions. A guard marker where the kernel has them (seen in
+/// `/proc/self/pagemap`, the region one mapping), else `PROT_NONE`: both
+/// paths, the second with markers refused as an old kernel refuses them.
 #[test]
 fn a_guard_lies_under_every_altstack() {
-    let (gate_tx, gate_rx) = mpsc::channel::<()>();
-    let gate = Arc::new(std::sync::Mutex::new(gate_rx));
-    for round in 0..2 {
-        let threads: Vec<_> = [0, 4096, 16 << 10, 4096, 0, 4096, 16 << 10, 4096]
-            .into_iter()
-            .map(|guard| {
-                let gate = gate.clone();
-                Builder::new()
-                    .guard_size(guard)
+    if in_child("a_guard_lies_under_every_altstack") {
+        enter_guard_path();
+        let want = if markers_installable() { Guard::Marker } else { Guard::ProtNone };
+        let (gate_tx, gate_rx) = mpsc::channel::<()>();
+        let gate = Arc::new(std::sync::Mutex::new(gate_rx));
+        for round in 0..2 {
+            let threads: Vec<_> = [0, 4096, 16 << 10, 4096, 0, 4096, 16 << 10, 4096]
+                .into_iter()
+                .map(|guard| {
+                    let gate = gate.clone();
+                    Builder::new()
+                        .guard_size(guard)
+                        .stack_size(64 << 10)
+                        .spawn(move || {
+                            let _ = gate.lock().unwrap().recv();
+                        })
+                        .unwrap()
+                })
+                .collect();
+            for h in &threads {
+                let l = h.layout();
+                assert_eq!(l.altstack_guard.end, l.altstack.start);
+                assert_eq!(l.altstack_guard.start, l.region.start);
+                assert_eq!(l.guard.end, l.stack.start);
+                let guards = [l.altstack_guard.start, l.altstack.start - 1, l.guard.start, l.stack.start - 1];
+                for addr in guards.into_iter().filter(|&a| l.altstack_guard.contains(&a) || l.guard.contains(&a)) {
+                    assert_eq!(guard_at(addr), want, "round {round}: {addr:#x} of {l:#x?}");
+                }
+                for addr in [l.altstack.start, l.altstack.end - 1, l.stack.start, l.stack.end - 1, l.tcb.start] {
+                    assert_eq!(guard_at(addr), Guard::Open, "round {round}: {addr:#x} of {l:#x?}");
+                }
+                if want == Guard::Marker {
+                    let mapping = protection_at(l.region.start);
+                    assert!(
+                        l.region.clone().step_by(page_size()).all(|a| protection_at(a) == mapping),
+                        "round {round}: a guard marker split the region's mapping: {l:#x?}"
+                    );
+                }
+            }
+            threads.iter().for_each(|_| gate_tx.send(()).unwrap());
+            threads.into_iter().for_each(|h| h.join().unwrap());
+        }
+        println!("guards: {want:?}");
+        return;
+    }
+    for (env, want) in [(&[][..], "Marker"), (&[NO_GUARD_MARKERS], "ProtNone")] {
+        let out = run_child("a_guard_lies_under_every_altstack", env);
+        assert_child_passed(&out);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        // This kernel (6.18) has markers; an older one would fall back.
+        assert!(stdout.contains(&format!("guards: {want}")) || !markers_installable(), "{env:?}: {stdout}");
+    }
+}
+
+/// What the kernel does with guard markers after they are installed: a
+/// pooled region handed to the next thread keeps them, `MADV_DONTNEED`
+/// (the stack given back) keeps them, and so does `fork()`: in the child,
+/// the pooled region is still guarded, and a thread spawned there on it
+/// that overflows dies in the guard, reported.
+#[test]
+fn guard_markers_survive_reuse_dontneed_and_fork() {
+    if in_child("guard_markers_survive_reuse_dontneed_and_fork") {
+        if !markers_installable() {
+            println!("no guard markers on this kernel");
+            return;
+        }
+        let guards = |l: &rawthread::ThreadLayout| {
+            let pages = l.altstack_guard.clone().chain(l.guard.clone()).step_by(page_size());
+            pages.map(guard_at).collect::<Vec<_>>()
+        };
+        let spawn = |f: fn()| Builder::new().stack_size(64 << 10).spawn(f).unwrap();
+        drain_pool();
+        let first = spawn(|| ());
+        let l = first.layout();
+        first.join().unwrap();
+        let all_markers = vec![Guard::Marker; (l.altstack_guard.len() + l.guard.len()) / page_size()];
+        assert_eq!(guards(&l), all_markers, "fresh: {l:#x?}");
+        let again = spawn(|| ());
+        assert_eq!(again.layout().region, l.region, "the pool handed out another region");
+        assert_eq!(guards(&l), all_markers, "reused");
+        again.join().unwrap();
+        // The region is pooled, its thread gone: its stack is free.
+        let below_top = l.stack.end & !(page_size() - 1);
+        // SAFETY: the pooled region's guards, signal stack and stack, which
+        // no thread uses; MADV_DONTNEED only zeroes them.
+        let rc = unsafe {
+            libc::madvise(l.region.start as *mut libc::c_void, below_top - l.region.start, libc::MADV_DONTNEED)
+        };
+        assert_eq!(rc, 0);
+        assert_eq!(guards(&l), all_markers, "after MADV_DONTNEED");
+        // SAFETY: the child only checks, spawns and exits (_exit).
+        match unsafe { libc::fork() } {
+            0 => {
+                let ok = guards(&l) == all_markers;
+                let (go_tx, go_rx) = mpsc::channel::<()>();
+                let diver = Builder::new()
+                    .name("diver".into())
                     .stack_size(64 << 10)
                     .spawn(move || {
-                        let _ = gate.lock().unwrap().recv();
+                        go_rx.recv().unwrap();
+                        eprintln!("diving");
+                        let _ = recurse_deep();
                     })
-                    .unwrap()
-            })
-            .collect();
-        for h in &threads {
-            let l = h.layout();
-            assert_eq!(l.altstack_guard.end, l.altstack.start);
-            assert_eq!(l.altstack_guard.start, l.region.start);
-            for addr in [l.altstack_guard.start, l.altstack.start - 1] {
-                assert_eq!(protection_at(addr), "---p", "round {round}: {addr:#x} under the altstack of {l:#x?}");
+                    .unwrap();
+                let same = diver.layout().region == l.region;
+                eprintln!("forked child: markers kept {ok}, same region {same}");
+                if ok && same {
+                    go_tx.send(()).unwrap();
+                    let _ = diver.join();
+                }
+                // SAFETY: ends the forked child.
+                unsafe { libc::_exit(1) };
             }
-            assert_eq!(protection_at(l.altstack.start), "rw-p");
+            pid => {
+                assert!(pid > 0);
+                let mut status = 0;
+                // SAFETY: our own child.
+                assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+                assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSEGV, "status {status:#x}");
+            }
         }
-        threads.iter().for_each(|_| gate_tx.send(()).unwrap());
-        threads.into_iter().for_each(|h| h.join().unwrap());
+        println!("markers kept on reuse, MADV_DONTNEED and fork");
+        return;
     }
+    let out = run_child("guard_markers_survive_reuse_dontneed_and_fork", &[]);
+    assert_child_passed(&out);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("no guard markers") || stderr.contains("thread 'diver' (tid "),
+        "the forked child's overflow was not reported:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("no guard markers") || stderr.contains("markers kept true, same region true"), "{stderr}");
 }
 
 /// How deep the SIGUSR1 handler below recurses, in 1 KiB frames.
@@ -596,6 +692,7 @@ extern "C" fn overrunning_handler(_: libc::c_int) {
 #[test]
 fn overrunning_the_altstack_faults_before_the_neighbour() {
     if in_child("overrunning_the_altstack_faults_before_the_neighbour") {
+        enter_guard_path();
         let (go_tx, go_rx) = mpsc::channel::<()>();
         let (_ready_tx, ready_rx) = mpsc::channel::<()>();
         // The victim is mapped first; the neighbour, mapped next, lies
@@ -638,17 +735,20 @@ fn overrunning_the_altstack_faults_before_the_neighbour() {
         // SAFETY: ends the child process.
         unsafe { libc::_exit(0) };
     }
-    let out = run_child("overrunning_the_altstack_faults_before_the_neighbour", &[]);
-    // A neighbour overwritten may crash the process later on: what counts
-    // is that the handler never came back.
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("the handler returned"), "the overrun went unnoticed");
-    assert_eq!(
-        out.status.signal(),
-        Some(libc::SIGSEGV),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // With guard markers, and with `PROT_NONE` guards (markers refused).
+    for env in [&[][..], &[NO_GUARD_MARKERS]] {
+        let out = run_child("overrunning_the_altstack_faults_before_the_neighbour", env);
+        // A neighbour overwritten may crash the process later on: what
+        // counts is that the handler never came back.
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!stdout.contains("the handler returned"), "{env:?}: the overrun went unnoticed");
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGSEGV),
+            "{env:?}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]

@@ -8,8 +8,8 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{
-    CHILD_ENV, address_space, assert_child_passed, fds, glibc_user_threads, in_child, maps, refuse_syscalls, run_child,
-    run_child_ok,
+    CHILD_ENV, NO_GUARD_MARKERS, address_space, assert_child_passed, enter_guard_path, fds, glibc_user_threads,
+    in_child, maps, refuse_syscalls, run_child, run_child_ok,
 };
 
 /// Both refused with EAGAIN: every spawn is `Err(EAGAIN)`, and 1,000 of
@@ -368,6 +368,7 @@ fn recurse(n: usize) -> usize {
 #[test]
 fn stack_overflow_is_reported() {
     if in_child("stack_overflow_is_reported") {
+        enter_guard_path();
         let h = rawthread::Builder::new()
             .name("deep-diver".into())
             .stack_size(256 << 10)
@@ -380,13 +381,16 @@ fn stack_overflow_is_reported() {
         h.join().unwrap();
         unreachable!("the overflow should have killed the process");
     }
-    let out = run_child("stack_overflow_is_reported", &[]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "stderr: {stderr}");
-    let tid = stderr.lines().find_map(|l| l.strip_prefix("overflowing tid ")).expect("tid line");
-    let report = format!("thread 'deep-diver' (tid {tid}) has overflowed its stack");
-    assert!(stderr.contains(&report), "no {report:?} in stderr: {stderr}");
+    // With guard markers, and with `PROT_NONE` guards (markers refused).
+    for env in [&[][..], &[NO_GUARD_MARKERS]] {
+        let out = run_child("stack_overflow_is_reported", env);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "{env:?}: stderr: {stderr}");
+        let tid = stderr.lines().find_map(|l| l.strip_prefix("overflowing tid ")).expect("tid line");
+        let report = format!("thread 'deep-diver' (tid {tid}) has overflowed its stack");
+        assert!(stderr.contains(&report), "{env:?}: no {report:?} in stderr: {stderr}");
+    }
 }
 
 /// An unnamed raw thread is reported as such; a std thread's overflow is

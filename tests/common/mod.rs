@@ -163,24 +163,131 @@ pub fn drain_pool() {
     rawthread::set_pool_limits(limits);
 }
 
+fn bpf_stmt(code: u32, k: u32) -> libc::sock_filter {
+    libc::sock_filter { code: code as u16, jt: 0, jf: 0, k }
+}
+
+/// If A == k, go on with the next instruction; else skip `skip` of them.
+fn bpf_unless_equal(k: u32, skip: u8) -> libc::sock_filter {
+    libc::sock_filter { code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16, jt: 0, jf: skip, k }
+}
+
 /// Makes each listed syscall fail with its errno in the calling thread and
 /// every thread it creates from now on (a seccomp filter: for child
 /// processes only).
 pub fn refuse_syscalls(refusals: &[(libc::c_long, i32)]) {
-    let stmt = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
     // A = the syscall number.
-    let mut filter = vec![stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0)];
+    let mut filter = vec![bpf_stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0)];
     for &(nr, errno) in refusals {
         // If A == nr, fall through to the refusal; else skip over it.
-        filter.push(libc::sock_filter {
-            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-            jt: 0,
-            jf: 1,
-            k: nr as u32,
-        });
-        filter.push(stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ERRNO | errno as u32));
+        filter.push(bpf_unless_equal(nr as u32, 1));
+        filter.push(bpf_stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ERRNO | errno as u32));
     }
-    filter.push(stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW));
+    filter.push(bpf_stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW));
+    install_filter(filter);
+    // The filter answers as intended (clone3 only: a real clone with these
+    // arguments would fork).
+    for &(nr, errno) in refusals.iter().filter(|r| r.0 == libc::SYS_clone3) {
+        // SAFETY: clone3 with a null argument block creates nothing.
+        assert_eq!(unsafe { libc::syscall(nr, std::ptr::null_mut::<libc::c_void>(), 0) }, -1);
+        assert_eq!(io::Error::last_os_error().raw_os_error(), Some(errno));
+    }
+}
+
+/// `madvise` advice 102: guard markers (Linux 6.13).
+pub const MADV_GUARD_INSTALL: libc::c_int = 102;
+
+/// Tells a child run (in its environment) to refuse guard markers, so that
+/// rawthread falls back to `PROT_NONE` guards: see [`enter_guard_path`].
+pub const NO_GUARD_MARKERS: (&str, &str) = ("RAWTHREAD_TEST_NO_GUARD_MARKERS", "1");
+
+/// In a child run: if its environment says so ([`NO_GUARD_MARKERS`]),
+/// makes `madvise(_, _, MADV_GUARD_INSTALL)` fail with `EINVAL`, as a
+/// kernel before 6.13 answers, for the rest of this process (a seccomp
+/// filter; every other `madvise` still works).
+pub fn enter_guard_path() {
+    if std::env::var(NO_GUARD_MARKERS.0).is_err() {
+        return;
+    }
+    // seccomp_data: nr at 0, args[i] at 16 + 8 i (low half first).
+    let load = |offset| bpf_stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, offset);
+    let ret = |k| bpf_stmt(libc::BPF_RET | libc::BPF_K, k);
+    install_filter(vec![
+        load(0),
+        bpf_unless_equal(libc::SYS_madvise as u32, 3),
+        load(16 + 2 * 8),
+        bpf_unless_equal(MADV_GUARD_INSTALL as u32, 1),
+        ret(libc::SECCOMP_RET_ERRNO | libc::EINVAL as u32),
+        ret(libc::SECCOMP_RET_ALLOW),
+    ]);
+    assert!(!markers_installable(), "the filter let a guard marker through");
+}
+
+/// Whether `madvise` installs guard markers here (kernel, filter).
+pub fn markers_installable() -> bool {
+    let page = page_size();
+    // SAFETY: a fresh private mapping of our own, unmapped below.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        let ok = libc::madvise(p, page, MADV_GUARD_INSTALL) == 0;
+        libc::munmap(p, page);
+        ok
+    }
+}
+
+/// How the page at `addr` is kept from being touched, if it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guard {
+    /// A guard marker: `/proc/self/pagemap`'s bit 58 (`PM_GUARD_REGION`,
+    /// Linux 6.15); the mapping itself is readable and writable.
+    Marker,
+    /// A `PROT_NONE` mapping (`---p` in `/proc/self/maps`).
+    ProtNone,
+    /// Nothing: the page can be used.
+    Open,
+}
+
+/// The guard at `addr`, from `/proc/self/pagemap` and `/proc/self/maps`.
+pub fn guard_at(addr: usize) -> Guard {
+    use std::os::unix::fs::FileExt;
+    const PM_GUARD_REGION: u64 = 1 << 58;
+    let pagemap = std::fs::File::open("/proc/self/pagemap").unwrap();
+    let mut entry = [0u8; 8];
+    pagemap.read_exact_at(&mut entry, (addr / page_size() * 8) as u64).unwrap();
+    if u64::from_ne_bytes(entry) & PM_GUARD_REGION != 0 {
+        return Guard::Marker;
+    }
+    match protection_at(addr).as_str() {
+        "---p" => Guard::ProtNone,
+        _ => Guard::Open,
+    }
+}
+
+/// The protection `/proc/self/maps` shows at `addr` (`rw-p`, ...), or
+/// `unmapped`.
+pub fn protection_at(addr: usize) -> String {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines()
+        .find_map(|line| {
+            let (range, rest) = line.split_once(' ').unwrap();
+            let (start, end) = range.split_once('-').unwrap();
+            let (start, end) = (usize::from_str_radix(start, 16).unwrap(), usize::from_str_radix(end, 16).unwrap());
+            (start..end).contains(&addr).then(|| rest[..4].to_string())
+        })
+        .unwrap_or_else(|| "unmapped".into())
+}
+
+/// Installs a seccomp filter on this thread and those it creates (a child
+/// process's, as it cannot be taken off).
+fn install_filter(mut filter: Vec<libc::sock_filter>) {
     let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_mut_ptr() };
     // SAFETY: `prog` points at a valid filter that outlives the call (the
     // kernel copies it); no_new_privs only limits this child process.
@@ -188,13 +295,6 @@ pub fn refuse_syscalls(refusals: &[(libc::c_long, i32)]) {
         assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
         let ret = libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog);
         assert_eq!(ret, 0, "seccomp: {}", io::Error::last_os_error());
-    }
-    // The filter answers as intended (clone3 only: a real clone with these
-    // arguments would fork).
-    for &(nr, errno) in refusals.iter().filter(|r| r.0 == libc::SYS_clone3) {
-        // SAFETY: clone3 with a null argument block creates nothing.
-        assert_eq!(unsafe { libc::syscall(nr, std::ptr::null_mut::<libc::c_void>(), 0) }, -1);
-        assert_eq!(io::Error::last_os_error().raw_os_error(), Some(errno));
     }
 }
 
