@@ -43,7 +43,9 @@
 //!    thread exit frees (the resolver's sockets, `strerror`/`strsignal`
 //!    buffers, the `dlerror` message; not malloc's state, which is handed on),
 //!    takes itself off glibc's thread list (signals still open, so that a
-//!    `setuid()` under way gets its answer) and ends with a raw `SYS_exit`:
+//!    `setuid()` under way gets its answer), gives back to the kernel its
+//!    stack pages more than 64 KiB below its last frame
+//!    (`region::release_stack`) and ends with a raw `SYS_exit`:
 //!    this thread only, never the process. (A detached thread blocks all
 //!    signals before it gives its region away.) A spawn whose clone failed
 //!    takes the block off the list itself.
@@ -91,7 +93,7 @@ use std::thread::Result;
 use crate::glibc::{self, Block, Glibc};
 use crate::lazy::LazyUsize;
 use crate::name::{self, ThreadName};
-use crate::region::{Region, ThreadLayout, page_size};
+use crate::region::{self, Region, ThreadLayout, page_size};
 use crate::{clone, fork, join, overflow, pool, sys};
 
 /// A thread's settings, as the builders take them.
@@ -603,7 +605,7 @@ where
         sys::exit_thread();
     }
     // SAFETY: the gate is open: the start is ours, read exactly once.
-    let Start { f, sigmask, latch, name, .. } = unsafe { (*record).start.assume_init_read() };
+    let Start { f, sigmask, latch, name, guard, .. } = unsafe { (*record).start.assume_init_read() };
     if let Some(mask) = &sigmask {
         sys::set_signal_mask(mask);
     }
@@ -634,6 +636,7 @@ where
         // pthread between its destructors and its last steps: no mask.
         // SAFETY: our own block, once, after the closure.
         unsafe { glibc::leave(glibc, tp) };
+        region::release_stack(guard.end);
         #[cfg(feature = "bench")]
         crate::bench::stamp(crate::bench::Phase::ChildExit);
         sys::exit_thread();
@@ -648,6 +651,7 @@ where
     };
     // SAFETY: our own block, once, after the closure.
     unsafe { glibc::leave(glibc, tp) };
+    region::release_stack(guard.end);
     // From here no handler may run: the region is handed to the pool, or
     // its DTV freed and malloc's cache handed on before it is unmapped.
     sys::block_all_signals();

@@ -295,6 +295,48 @@ unsafe fn install_guard(addr: usize, len: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// How much of its stack right under its last frame an exiting thread
+/// keeps for the next thread on its region. glibc keeps
+/// `PTHREAD_STACK_MIN` (16 KiB); 64 KiB was measured better. 4,000
+/// spawn+join in a row of a closure using `use` bytes of stack, median
+/// µs, and the RSS a burst of 16 threads using 1.5 MiB each leaves behind
+/// (release build, AMD EPYC, 2 vCPUs, Linux 6.18; median of 9 runs per
+/// policy, interleaved):
+///
+/// ```text
+///   kept under the frame   use 0           use 32 KiB      use 128 KiB     burst RSS
+///   nothing given back     21.3            19.4            19.9            +24,944 KiB
+///   0                      20.0 (0.94x)    38.5 (1.98x)    83.0 (4.17x)       +176 KiB
+///   16 KiB (glibc's)       19.4 (0.91x)    31.0 (1.59x)    69.1 (3.48x)       +432 KiB
+///   64 KiB                 20.5 (0.96x)    21.2 (1.09x)    52.6 (2.64x)     +1,200 KiB
+/// ```
+///
+/// Giving pages back costs an empty closure nothing measurable; what a
+/// thread touched beyond the pages kept it faults in again, zeroed, on the
+/// region's next thread. 64 KiB keeps a thread that uses a few dozen KiB
+/// at its old cost, for at most 64 KiB per pooled region.
+const STACK_KEPT_WARM: usize = 64 << 10;
+
+/// Gives back to the kernel the pages of the calling thread's stack
+/// (from `stack_low` up) below its frame, but for [`STACK_KEPT_WARM`]
+/// bytes under it, as glibc's `advise_stack_range` does for its threads:
+/// a pooled region then keeps only the pages its next thread will touch
+/// first (16 threads that each used 1.5 MiB of stack would otherwise keep
+/// 24 MiB). The pages read as zeros when touched again; the guards stay
+/// (see [`install_guard`]). For a thread about to exit, after its last
+/// user code.
+pub(crate) fn release_stack(stack_low: usize) {
+    let frame = 0u8;
+    let here = std::hint::black_box(&frame) as *const u8 as usize;
+    let end = here.saturating_sub(STACK_KEPT_WARM) & !(page_size() - 1);
+    if end > stack_low {
+        // SAFETY: [stack_low, end) is the calling thread's own stack, all
+        // of it more than STACK_KEPT_WARM under its live frames. A refusal
+        // (EINVAL for a locked mapping) only leaves the pages resident.
+        unsafe { libc::madvise(stack_low as *mut libc::c_void, end - stack_low, libc::MADV_DONTNEED) };
+    }
+}
+
 fn sizes(guard: usize, stack: usize) -> Sizes {
     Sizes { page: page_size(), altstack: altstack_size(), guard, stack }
 }
