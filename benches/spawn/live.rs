@@ -8,6 +8,11 @@
 //! process takes only the child with it, and the last count it wrote and
 //! the tail of its stderr say how far it got and why. An `alarm` bounds
 //! the child's time.
+//!
+//! On its way up, with 0, 1,000 and 10,000 threads alive ([`CHECKPOINTS`]),
+//! the child also counts its mappings and times `fork` + `waitpid` (of a
+//! child that `_exit`s at once), which copies every mapping and its page
+//! tables: the cost of guard mappings, which split each thread's stack.
 
 use std::ffi::CStr;
 use std::io::{self, Write as _};
@@ -21,6 +26,19 @@ use crate::load::child_command;
 const STACK: usize = 64 << 10;
 /// Seconds before the kernel ends a child that got stuck.
 const CHILD_ALARM_S: u32 = 90;
+/// Threads alive at which mappings are counted and fork+waitpid timed.
+pub(crate) const CHECKPOINTS: [usize; 3] = [0, 1_000, 10_000];
+/// fork+waitpid samples per checkpoint; their median is kept.
+pub(crate) const FORKS: usize = 7;
+
+/// What the child saw with `threads` threads alive.
+pub(crate) struct Checkpoint {
+    pub(crate) threads: usize,
+    /// Mappings in /proc/self/maps.
+    pub(crate) maps: usize,
+    /// Median fork + waitpid, µs.
+    pub(crate) fork_us: f64,
+}
 
 /// The variants: (id, label).
 pub(crate) const LIVE_VARIANTS: [(&str, &str); 3] = [
@@ -38,6 +56,17 @@ pub(crate) struct Live {
     /// Why it stopped: the cap, the spawn's error, or how the process died.
     pub(crate) stopped_by: String,
     pub(crate) seconds: f64,
+    /// The checkpoints it reached.
+    pub(crate) checkpoints: Vec<Checkpoint>,
+}
+
+impl Live {
+    /// Mappings per live thread at `c`, counted from the first checkpoint
+    /// (0 threads).
+    pub(crate) fn maps_per_thread(&self, c: &Checkpoint) -> f64 {
+        let base = self.checkpoints.first().map_or(0, |b| b.maps);
+        (c.maps as f64 - base as f64) / c.threads.max(1) as f64
+    }
 }
 
 /// Runs every variant's child, one after the other.
@@ -47,20 +76,36 @@ pub(crate) fn measure_live(cap: usize, progress: &crate::progress::Progress) -> 
         .map(|&(id, label)| {
             progress.show(format_args!("threads alive at once: {label} (up to {cap})"));
             let start = Instant::now();
-            let (alive, stopped_by) = run_child(id, cap).unwrap_or_else(|e| (0, format!("could not run: {e}")));
+            let (alive, stopped_by, checkpoints) =
+                run_child(id, cap).unwrap_or_else(|e| (0, format!("could not run: {e}"), Vec::new()));
             // Let the kernel finish tearing down the child's threads
             // before the next variant counts against the same limits.
             std::thread::sleep(Duration::from_millis(200));
-            Live { id, label, cap, alive, stopped_by, seconds: start.elapsed().as_secs_f64() }
+            Live { id, label, cap, alive, stopped_by, seconds: start.elapsed().as_secs_f64(), checkpoints }
         })
         .collect()
 }
 
-fn run_child(id: &str, cap: usize) -> io::Result<(usize, String)> {
+fn run_child(id: &str, cap: usize) -> io::Result<(usize, String, Vec<Checkpoint>)> {
     let out = child_command(&format!("live:{id}:{cap}"))?.stdout(Stdio::piped()).stderr(Stdio::piped()).output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let alive = stdout.lines().rev().find_map(|l| l.strip_prefix("alive ")?.parse().ok()).unwrap_or(0);
     let error = stdout.lines().find_map(|l| l.strip_prefix("error ")).map(str::to_string);
+    // "at <threads> maps <n> fork_us <µs>"
+    let checkpoints = stdout
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.strip_prefix("at ")?.split(' ').collect();
+            match f[..] {
+                [threads, "maps", maps, "fork_us", us] => Some(Checkpoint {
+                    threads: threads.parse().ok()?,
+                    maps: maps.parse().ok()?,
+                    fork_us: us.parse().ok()?,
+                }),
+                _ => None,
+            }
+        })
+        .collect();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let tail = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
     use std::os::unix::process::ExitStatusExt as _;
@@ -75,7 +120,7 @@ fn run_child(id: &str, cap: usize) -> io::Result<(usize, String)> {
         (None, None) if stdout.lines().any(|l| l == "done") => format!("reached the cap ({cap})"),
         (None, None) => format!("child ended without a verdict: {}; stderr: {tail:?}", out.status),
     };
-    Ok((alive, stopped_by))
+    Ok((alive, stopped_by, checkpoints))
 }
 
 /// Names the limit the child was at when its spawn failed, from the
@@ -174,6 +219,30 @@ fn spawn_one(id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Counts this process's mappings and times `fork` + `waitpid` (median
+/// of [`FORKS`]), as a line for the parent.
+fn checkpoint(out: &mut impl io::Write, threads: usize) {
+    let maps = std::fs::read_to_string("/proc/self/maps").map_or(0, |m| m.lines().count());
+    let mut us: Vec<f64> = (0..FORKS)
+        .map(|_| {
+            let start = Instant::now();
+            // SAFETY: the child only calls _exit.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                // SAFETY: ends the forked child at once.
+                unsafe { libc::_exit(0) };
+            }
+            assert!(pid > 0, "fork: {}", io::Error::last_os_error());
+            let mut status = 0;
+            // SAFETY: our own child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            start.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    us.sort_by(f64::total_cmp);
+    let _ = writeln!(out, "at {threads} maps {maps} fork_us {:.1}", us[FORKS / 2]);
+}
+
 /// `args`: `<variant>:<cap>`. Never returns.
 pub(crate) fn child(args: &str) -> ! {
     // SAFETY: alarm has no preconditions; its SIGALRM ends this process.
@@ -181,6 +250,7 @@ pub(crate) fn child(args: &str) -> ! {
     let (id, cap) = args.split_once(':').unwrap_or((args, "0"));
     let cap: usize = cap.parse().unwrap_or(0);
     let mut out = io::stdout().lock();
+    checkpoint(&mut out, 0);
     for n in 1..=cap {
         if let Err(e) = spawn_one(id) {
             let _ = writeln!(out, "error {e}");
@@ -197,6 +267,9 @@ pub(crate) fn child(args: &str) -> ! {
             std::thread::yield_now();
         }
         let _ = writeln!(out, "alive {n}");
+        if CHECKPOINTS.contains(&n) {
+            checkpoint(&mut out, n);
+        }
     }
     let _ = writeln!(out, "done");
     let _ = out.flush();

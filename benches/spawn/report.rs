@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use crate::growth::{GrowthPoint, SamplesOf, growth_slope};
-use crate::live::Live;
+use crate::live::{CHECKPOINTS, FORKS, Live};
 use crate::options::Plan;
 use crate::phases::step_label;
 use crate::spawners::{SPAWNER_VARIANTS, SPAWNERS};
@@ -223,6 +223,26 @@ pub(crate) fn report_live(out: &mut String, r: &Results, plan: &Plan) {
         let _ = writeln!(out, "   {:<32}{:>8}   {:.1} s", l.label, l.alive, l.seconds);
         wrap(out, &format!("stopped by: {}", l.stopped_by), "      ", 100);
     }
+    let _ = writeln!(out, "   on the way up: mappings per live thread, and fork+waitpid (median of {FORKS}), ms");
+    let _ = write!(out, "   {:<32}", "threads alive:");
+    for n in CHECKPOINTS {
+        let _ = write!(out, "{:>24}", n);
+    }
+    let _ = writeln!(out);
+    for l in &r.live {
+        let _ = write!(out, "   {:<32}", l.label);
+        for n in CHECKPOINTS {
+            match l.checkpoints.iter().find(|c| c.threads == n) {
+                Some(c) => {
+                    let _ = write!(out, "{:>9.3} maps {:>9.2} ms", l.maps_per_thread(c), c.fork_us / 1e3);
+                }
+                None => {
+                    let _ = write!(out, "{:>24}", "-");
+                }
+            }
+        }
+        let _ = writeln!(out);
+    }
     let _ = writeln!(out, "   limits here: {}", limits());
     let _ = writeln!(out);
 }
@@ -419,6 +439,18 @@ pub(crate) fn summary(r: &Results, plan: &Plan) -> String {
             "  threads alive at once (64 KiB stacks): rawthread {}, std::thread {}, pthread {}",
             raw.alive, std.alive, pthread.alive
         );
+        let at = |l: &Live, n| l.checkpoints.iter().find(|c| c.threads == n).map(|c| (l.maps_per_thread(c), c.fork_us));
+        if let (Some((raw_maps, raw_fork)), Some((pthread_maps, pthread_fork))) = (at(raw, 10_000), at(pthread, 10_000))
+        {
+            let _ = writeln!(
+                out,
+                "  with 10,000 live threads: mappings per thread rawthread {raw_maps:.3}, pthread {pthread_maps:.3}; \
+                 fork+waitpid rawthread {:.2} ms, pthread {:.2} ms ({:.2}x)",
+                raw_fork / 1e3,
+                pthread_fork / 1e3,
+                raw_fork / pthread_fork
+            );
+        }
     }
     // The ratios of the checks behind results.json's `goals`, without
     // their targets: those are the project's own, not a reader's.
@@ -676,6 +708,11 @@ pub(crate) fn results_json(r: &Results, meta: &Meta, plan: &Plan) -> Value {
             json!({
                 "variant": l.id, "label": l.label, "stack_kib": 64, "cap": l.cap,
                 "alive_at_once": l.alive, "stopped_by": l.stopped_by, "seconds": l.seconds,
+                "checkpoints": l.checkpoints.iter().map(|c| json!({
+                    "threads_alive": c.threads, "mappings": c.maps,
+                    "mappings_per_live_thread": l.maps_per_thread(c),
+                    "fork_waitpid_ms": c.fork_us / 1e3, "fork_samples": FORKS,
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();
