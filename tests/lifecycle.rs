@@ -179,19 +179,28 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// `n` detached threads, in waves of [`WAVE`], each wave gone before the
+/// next starts: how many are alive at once, and so how many regions and
+/// malloc states exist at the end, depends on the wave, not on how the
+/// scheduler ran the batch.
 fn detached_batch(ran: &Arc<AtomicUsize>, n: usize) {
     let base = tasks();
-    let target = ran.load(Ordering::SeqCst) + n;
-    for _ in 0..n {
-        let ran = ran.clone();
-        drop(rawthread::spawn(move || {
-            let v = std::hint::black_box(vec![1u8; 100]);
-            ran.fetch_add(v.len() / 100, Ordering::SeqCst);
-        }));
+    for _ in 0..n / WAVE {
+        let target = ran.load(Ordering::SeqCst) + WAVE;
+        for _ in 0..WAVE {
+            let ran = ran.clone();
+            drop(rawthread::spawn(move || {
+                let v = std::hint::black_box(vec![1u8; 100]);
+                ran.fetch_add(v.len() / 100, Ordering::SeqCst);
+            }));
+        }
+        wait_until("every detached thread to run", || ran.load(Ordering::SeqCst) == target);
+        wait_until("every detached thread to exit", || tasks() == base);
     }
-    wait_until("every detached thread to run", || ran.load(Ordering::SeqCst) == target);
-    wait_until("every detached thread to exit", || tasks() == base);
 }
+
+/// See [`detached_batch`].
+const WAVE: usize = 100;
 
 /// Dropped handles: every thread runs, frees its region by itself (to the
 /// pool, or unmapping it from under its own feet: the pool holds ~19 of

@@ -1073,8 +1073,14 @@ mod tests {
 
     /// The check passes on what was found, and fails on any part of it:
     /// a hand-over missing one word would leave a cache behind.
+    /// Held by the tests that check malloc's hand-over in a thread: a
+    /// probe running meanwhile in another test would allocate from the
+    /// same arena, and take a chunk the one-round check looks for.
+    static MALLOC_CHECKS: Mutex<()> = Mutex::new(());
+
     #[test]
     fn malloc_check_refuses_a_partial_state() {
+        let _one = MALLOC_CHECKS.lock().unwrap_or_else(|e| e.into_inner());
         assert!(check_in_pthread(|_| {}), "the state as found");
         assert!(!check_in_pthread(|f| f.malloc.count -= 1), "all words but the last");
         assert!(
@@ -1091,6 +1097,7 @@ mod tests {
     /// that does not hold the probe.
     #[test]
     fn probe_refuses_decoy_lists() {
+        let _one = MALLOC_CHECKS.lock().unwrap_or_else(|e| e.into_inner());
         use std::sync::atomic::AtomicI32;
         static DECOY: AtomicI32 = AtomicI32::new(0);
         let mut g = crate::glibc::layout::discover().unwrap();
