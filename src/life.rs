@@ -213,13 +213,15 @@ where
 {
     #[cfg(feature = "bench")]
     crate::bench::stamp(crate::bench::Phase::Entry);
+    // First, as std's spawn: a NUL in the name panics before anything.
+    let name = ThreadName::new(options.name.as_deref());
     // Before any of rawthread's locks is first taken (see fork.rs).
     fork::install();
     let glibc = glibc::get()?;
     overflow::install();
     glibc::census(glibc, census_twin)?;
     // SAFETY: the caller's contract.
-    unsafe { spawn_on(glibc, options, f, latch, None) }
+    unsafe { spawn_on(glibc, options, name, f, latch, None) }
 }
 
 /// A raw thread of the twin census (`glibc/census.rs`): spawned by the
@@ -236,7 +238,7 @@ fn census_twin(
     // which the pool reuses for the census's second thread.
     let options = Options { stack_size: Some(CENSUS_STACK_SIZE), ..Options::default() };
     // SAFETY: joined below, while `body` lives.
-    let running = unsafe { spawn_on(glibc, options, body, None, Some(created)) }?;
+    let running = unsafe { spawn_on(glibc, options, ThreadName::new(None), body, None, Some(created)) }?;
     running.wait();
     exited(&running.block);
     running.join_and_discard();
@@ -247,14 +249,16 @@ fn census_twin(
 /// rest of the battery.
 const CENSUS_STACK_SIZE: usize = 128 << 10;
 
-/// [`spawn`] on a discovered glibc, past the census; `created`, if given,
-/// sees the block just before the clone, and may refuse it (the census).
+/// [`spawn`] on a discovered glibc, past the census, with the thread's
+/// `name` made from `options`; `created`, if given, sees the block just
+/// before the clone, and may refuse it (the census).
 ///
 /// # Safety
 /// As [`spawn`].
 unsafe fn spawn_on<F, T>(
     glibc: &'static Glibc,
     options: Options,
+    name: ThreadName,
     f: F,
     latch: Option<Arc<Latch>>,
     created: Option<glibc::Created>,
@@ -263,7 +267,6 @@ where
     F: FnOnce() -> T + Send,
     T: Send,
 {
-    let name = ThreadName::new(options.name.as_deref());
     if options.scheduling.is_some_and(|s| !NICE_RANGE.contains(&s.nice)) {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }

@@ -49,6 +49,12 @@ fn main() {
     assert_eq!(single_threaded(), 1, "no thread may exist before the first spawn");
     assert_eq!(tasks(), 1);
 
+    // A NUL in a name panics first thing, as std's spawn does: before the
+    // first spawn's probe makes a thread.
+    let nul = std::panic::catch_unwind(|| rawthread::Builder::new().name("a\0b".into()).spawn(|| ()));
+    assert!(nul.is_err(), "a NUL in a name must panic");
+    assert_eq!((CALLS.load(Ordering::SeqCst), single_threaded()), (0, 1), "the NUL spawn probed");
+
     // Plain, nested and scoped raw threads, 64 in all.
     let outer: Vec<_> = (0..16)
         .map(|i| {
