@@ -491,36 +491,33 @@ fn read_global(addr: usize) -> u32 {
 /// The writable, non-RELRO parts of libc's and the loader's segments, as
 /// (start, length), 4-byte aligned.
 fn writable_globals(g: &Glibc) -> Vec<(usize, usize)> {
+    /// The objects wanted, by an address of each (libc's `malloc`, the
+    /// loader's `_dl_allocate_tls`), and what was found of them.
     struct Search {
-        bases: [usize; 2],
+        inside: [usize; 2],
         found: Vec<(usize, usize)>,
     }
-    let base = |p: *const c_void| {
-        // SAFETY: dladdr only reads the loader's tables.
-        let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        if unsafe { libc::dladdr(p, &mut info) } != 0 { info.dli_fbase as usize } else { 0 }
-    };
     let mut search = Search {
-        bases: [base(libc::malloc as *const c_void), base(g.allocate_tls as *const c_void)],
+        inside: [libc::malloc as *const () as usize, g.allocate_tls as *const () as usize],
         found: Vec::new(),
     };
     unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _: usize, data: *mut c_void) -> libc::c_int {
         // SAFETY: dl_iterate_phdr passes a valid info and our Search.
         let (info, search) = unsafe { (&*info, &mut *data.cast::<Search>()) };
-        if !search.bases.contains(&(info.dlpi_addr as usize)) {
-            return 0;
-        }
         // SAFETY: dlpi_phnum headers at dlpi_phdr.
         let headers = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
-        let relro = headers.iter().find(|h| h.p_type == libc::PT_GNU_RELRO).map_or(0..0, |h| {
+        let range = |h: &libc::Elf64_Phdr| {
             let start = info.dlpi_addr as usize + h.p_vaddr as usize;
             start..start + h.p_memsz as usize
-        });
-        for h in headers.iter().filter(|h| h.p_type == libc::PT_LOAD && h.p_flags & libc::PF_W != 0) {
-            let start = info.dlpi_addr as usize + h.p_vaddr as usize;
-            let end = start + h.p_memsz as usize;
-            let start = start.max(if relro.contains(&start) { relro.end } else { start }).next_multiple_of(4);
+        };
+        let loads = || headers.iter().filter(|h| h.p_type == libc::PT_LOAD);
+        if !loads().any(|h| search.inside.iter().any(|a| range(h).contains(a))) {
+            return 0;
+        }
+        let relro = headers.iter().find(|h| h.p_type == libc::PT_GNU_RELRO).map_or(0..0, range);
+        for h in loads().filter(|h| h.p_flags & libc::PF_W != 0) {
+            let Range { start, end } = range(h);
+            let start = if relro.contains(&start) { relro.end } else { start }.next_multiple_of(4);
             if start < end {
                 search.found.push((start, (end - start) & !3));
             }
@@ -602,31 +599,36 @@ impl Kind {
     }
 }
 
-/// A word's bits excused from some rules.
-struct Excuse {
-    word: usize,
-    bits: usize,
-    /// The rules it is excused from: 'C' (at entry and end), 'X'.
-    rules: &'static str,
+/// The bits of each word of the pictures excused from rule C (at entry
+/// and end) and from rule X.
+struct Excuses {
+    c: Vec<usize>,
+    x: Vec<usize>,
 }
 
-/// The words of the pictures that hold the `len` bytes at `off` from tp,
-/// each with the bits those bytes take in it (none outside the spans).
-fn words_at(g: &Glibc, off: isize, len: usize) -> Vec<(usize, usize)> {
-    let mut found = Vec::new();
-    let mut index = 0;
-    for (_, start, bytes) in spans(g) {
-        for (i, word) in (start..start + bytes as isize).step_by(size_of::<usize>()).enumerate() {
-            let bits = (0..size_of::<usize>() as isize)
-                .filter(|b| (off..off + len as isize).contains(&(word + b)))
-                .fold(0, |bits, b| bits | 0xff << (b * 8));
-            if bits != 0 {
-                found.push((index + i, bits));
+impl Excuses {
+    /// Excuses the `len` bytes at `off` from tp (the `bits` of each of
+    /// their words) from rule C, and from X if `x`.
+    fn add(&mut self, g: &Glibc, off: isize, len: usize, bits: usize, x: bool) {
+        let mut index = 0;
+        for (_, start, bytes) in spans(g) {
+            let (from, to) = (off.max(start), (off + len as isize).min(start + bytes as isize));
+            let word_of = |at: isize| index + (at - start) as usize / size_of::<usize>();
+            if from < to {
+                for word in word_of(from)..=word_of(to - 1) {
+                    let base = start + ((word - index) * size_of::<usize>()) as isize;
+                    let taken = (0..size_of::<usize>() as isize)
+                        .filter(|b| (from..to).contains(&(base + b)))
+                        .fold(0, |taken, b| taken | 0xff << (b * 8));
+                    self.c[word] |= taken & bits;
+                    if x {
+                        self.x[word] |= taken & bits;
+                    }
+                }
             }
+            index += bytes / size_of::<usize>();
         }
-        index += bytes / size_of::<usize>();
     }
-    found
 }
 
 /// Where the word at `index` is, for reports: its span and offset.
@@ -644,12 +646,11 @@ fn describe(g: &Glibc, mut index: usize) -> String {
 
 /// The words excused from rules, each found by a descriptor or by the
 /// probe; `p` is the pthread's sight.
-fn excuses(g: &Glibc, p: &Sight) -> Vec<Excuse> {
+fn excuses(g: &Glibc, p: &Sight) -> Excuses {
     let probed = &g.probed;
-    let mut list = Vec::new();
-    let mut add = |off: isize, len: usize, rules| {
-        list.extend(words_at(g, off, len).into_iter().map(|(word, bits)| Excuse { word, bits, rules }));
-    };
+    let words = p.pictures[ENTRY].len();
+    let mut list = Excuses { c: vec![0; words], x: vec![0; words] };
+    let mut add = |off: isize, len: usize, rules: &str| list.add(g, off, len, usize::MAX, rules.contains('X'));
     // errno: whatever the thread's last call left.
     // SAFETY: __errno_location has no preconditions.
     add(unsafe { libc::__errno_location() } as isize - current_tp() as isize, 4, "CX");
@@ -677,6 +678,12 @@ fn excuses(g: &Glibc, p: &Sight) -> Vec<Excuse> {
         add(g.rseq_offset, 8, "CX");
         add(g.rseq_offset + 20, 8, "CX");
     }
+    if probed.exit_sigmask != 0 {
+        // `sigmask`, where pthread_create leaves its creator's mask for
+        // the new thread to restore; a raw thread starts with its mask
+        // from the clone. (Rule X holds: both build the exit mask there.)
+        add(probed.exit_sigmask as isize, 8, "C");
+    }
     if probed.malloc_shut_down != 0 {
         // Malloc's shut-down flag: its state is handed on, not shut down.
         add(-(probed.malloc_shut_down as isize), 8, "X");
@@ -686,25 +693,18 @@ fn excuses(g: &Glibc, p: &Sight) -> Vec<Excuse> {
         add(probed.getrandom_buf as isize, 8, "CX");
     }
     // The pthread runs on a stack it was given.
-    for (word, bits) in words_at(g, g.flags as isize, 4) {
-        let shift = g.flags % size_of::<usize>() * 8;
-        list.push(Excuse { word, bits: bits & (ATTR_FLAG_STACKADDR as usize) << shift, rules: "C" });
-    }
+    let shift = g.flags % size_of::<usize>() * 8;
+    list.add(g, g.flags as isize, 4, (ATTR_FLAG_STACKADDR as usize) << shift, false);
     // The jump buffer glibc's start_thread keeps in its own frame, above
     // the start routine's, for pthread_exit and cancellation to unwind to:
     // neither is for raw threads.
     for i in 0..g.tcb_size / size_of::<usize>() {
         let value = p.pictures[0][i];
         if Kind::of(value, g, p) == Kind::Stack && value > p.sp {
-            list.push(Excuse { word: i, bits: usize::MAX, rules: "C" });
+            list.c[i] = usize::MAX;
         }
     }
     list
-}
-
-/// The bits of word `i` excused from `rule`.
-fn excused(excuses: &[Excuse], i: usize, rule: char) -> usize {
-    excuses.iter().filter(|e| e.word == i && e.rules.contains(rule)).fold(0, |bits, e| bits | e.bits)
 }
 
 /// Why the census refused, for `Unsupported`.
@@ -761,13 +761,7 @@ const G_ROUNDS: usize = 8;
 /// region the first gave back to the pool (as most threads run on a reused
 /// region), each held to every rule; a round whose rule G fails is tried
 /// again.
-fn rounds(
-    g: &'static Glibc,
-    run_raw: RunRaw,
-    p: &Sight,
-    excuses: &[Excuse],
-    counts: &[(usize, u32)],
-) -> io::Result<()> {
+fn rounds(g: &'static Glibc, run_raw: RunRaw, p: &Sight, excuses: &Excuses, counts: &[(usize, u32)]) -> io::Result<()> {
     // The census's own counts of a thread, one per raw thread it may run,
     // held while they live: one that leaves without having been counted
     // would otherwise end the process as its last thread, instead of
@@ -806,7 +800,7 @@ fn watch_raw(
     g: &'static Glibc,
     run_raw: RunRaw,
     p: &Sight,
-    excuses: &[Excuse],
+    excuses: &Excuses,
     counts: &[(usize, u32)],
     mark: bool,
 ) -> io::Result<Sight> {
@@ -825,11 +819,8 @@ fn watch_raw(
     };
     let body = || {
         watch.entry();
-        let agrees = {
-            let mut sight = watch.sight();
-            sight.stack = own_stack().0;
-            differ(g, p, &sight, excuses, ENTRY, ENTRY).is_none()
-        };
+        // (Its stack is its region's, from its creation.)
+        let agrees = differ(g, p, &watch.sight(), excuses, ENTRY, ENTRY).is_none();
         if agrees {
             watch.battery();
         }
@@ -861,10 +852,10 @@ const RSEQ_MARK: u32 = 0x5a5a_5a5a;
 
 /// Rule C for picture `at` of the raw thread `r` against picture `p_at` of
 /// the pthread: the first word that differs, described.
-fn differ(g: &Glibc, p: &Sight, r: &Sight, excuses: &[Excuse], p_at: usize, at: usize) -> Option<String> {
+fn differ(g: &Glibc, p: &Sight, r: &Sight, excuses: &Excuses, p_at: usize, at: usize) -> Option<String> {
     let first_step = BEFORE_BATTERY + 1;
     (0..p.pictures[p_at].len()).find_map(|i| {
-        let c = excused(excuses, i, 'C');
+        let c = excuses.c[i];
         let (pv, rv) = (p.pictures[p_at][i], r.pictures[at][i]);
         if pv == rv && !p.holds(g, pv) && !r.holds(g, rv) {
             return None;
@@ -895,13 +886,13 @@ fn compare(
     r: &Sight,
     legacy: &Legacy,
     region: (Range<usize>, usize),
-    excuses: &[Excuse],
+    excuses: &Excuses,
 ) -> Result<(), String> {
     let mut found = Vec::new();
     found.extend(differ(g, p, r, excuses, ENTRY, ENTRY));
     found.extend(differ(g, p, r, excuses, END, END));
     for i in 0..p.pictures[ENTRY].len() {
-        let x = excused(excuses, i, 'X');
+        let x = excuses.x[i];
         let changed = |s: &Sight| (s.pictures[END][i] ^ s.pictures[EXIT][i]) & !x != 0;
         if changed(p) && !changed(r) {
             found.push(format!(
