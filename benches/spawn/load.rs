@@ -43,6 +43,9 @@ pub(crate) fn child_main(role: &str) -> ! {
     if let Some(args) = role.strip_prefix("live:") {
         crate::live::child(args)
     }
+    if role == "first-spawn" {
+        crate::first::child()
+    }
     eprintln!("spawn bench: unknown child role {role:?}");
     std::process::exit(2)
 }

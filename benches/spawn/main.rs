@@ -14,7 +14,7 @@
 //!    rawthread's join, a plain futex sleep), `std::thread`,
 //!    `pthread_create`, and the process makers `fork`,
 //!    vfork, `clone(SIGCHLD)`, `clone3` + `CLONE_PIDFD` and `posix_spawn`.
-//!    Each sample gives three figures, all from `rawthread::now_ns()`
+//!    Each sample gives three figures, all from `rawthread::bench::now_ns()`
 //!    (CLOCK_MONOTONIC, one clock for parent and child):
 //!
 //!    ```text
@@ -61,6 +61,7 @@
 //! `target/spawn-bench/report.svg`. Nothing here asserts a timing: the
 //! numbers are reported, never judged by a test.
 
+mod first;
 mod growth;
 mod idle;
 mod live;
@@ -99,6 +100,8 @@ use variants::{Ctx, LOADED, Section, VARIANTS, measure_latency, measure_phases};
 const PAGE: usize = 4096;
 /// How many times the thread-list step is timed.
 const THREAD_LIST_PAIRS: u32 = 100_000;
+/// How many fresh processes time their first spawn (first.rs).
+const FIRST_SPAWN_PROCESSES: usize = 31;
 const MIB: usize = 1 << 20;
 
 // ---------------------------------------------------------------------------
@@ -125,6 +128,8 @@ struct Results {
     live: Vec<Live>,
     /// ns per put-on + take-off of glibc's thread list (rawthread::bench).
     thread_list_ns: f64,
+    /// The first and a later spawn+join of a fresh process, ns (first.rs).
+    first_spawn_ns: (f64, f64),
     growth: Vec<GrowthPoint>,
     thp_note: String,
     idle: [Footprint; 2],
@@ -184,6 +189,8 @@ fn main() {
     let (latency, latency_time) =
         timed(|| measure_latency(&mut ctx, &all, plan.rounds, plan.block, "latency", &progress));
     let thread_list_ns = rawthread::bench::thread_list_cost(THREAD_LIST_PAIRS).expect("thread_list_cost");
+    progress.show(format_args!("the first spawn, in {FIRST_SPAWN_PROCESSES} fresh processes"));
+    let first_spawn_ns = first::measure(FIRST_SPAWN_PROCESSES).expect("first spawn");
 
     let (thp_series, thp_note) = match meta.machine.thp.as_deref() {
         Some("never") => (vec![false], "THP is `never` on this machine: the THP series is skipped.".to_string()),
@@ -237,8 +244,19 @@ fn main() {
     });
     let (live, live_time) = timed(|| measure_live(plan.live_cap, &progress));
     progress.clear();
-    let results =
-        Results { latency, loaded, loaded_note, phases, spawners, live, thread_list_ns, growth, thp_note, idle };
+    let results = Results {
+        latency,
+        loaded,
+        loaded_note,
+        phases,
+        spawners,
+        live,
+        thread_list_ns,
+        first_spawn_ns,
+        growth,
+        thp_note,
+        idle,
+    };
 
     let mut out = String::new();
     report_latency(&mut out, &results, plan);

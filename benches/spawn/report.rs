@@ -11,7 +11,7 @@ use crate::phases::step_label;
 use crate::spawners::{SPAWNER_VARIANTS, SPAWNERS};
 use crate::stats::{FIGURES, Figure, Sample, Stats, fmt_us, us};
 use crate::variants::{FLOOR, Group, PTHREAD, RAWTHREAD, RAWTHREAD_SLEEP, STD, Section, VARIANTS, block_medians};
-use crate::{Meta, Results, THREAD_LIST_PAIRS};
+use crate::{FIRST_SPAWN_PROCESSES, Meta, Results, THREAD_LIST_PAIRS};
 
 /// The issue-3 goal: a rawthread spawn+join at most this fraction of a
 /// `std::thread` one (medians).
@@ -136,6 +136,15 @@ pub(crate) fn report_latency(out: &mut String, r: &Results, plan: &Plan) {
          lock, costs {:.0} ns a thread ({:.2}% of rawthread's spawn+join median; {THREAD_LIST_PAIRS} pairs timed alone).",
         r.thread_list_ns,
         share * 100.0
+    );
+    let (first, later) = r.first_spawn_ns;
+    let _ = writeln!(
+        out,
+        "The first spawn+join of a process: {:.0} us, a later one {:.0} us (medians of {FIRST_SPAWN_PROCESSES} fresh \
+         processes):\nonce per process, {:.0} us for the probe (rawthread's one pthread) and the twin census.",
+        first / 1e3,
+        later / 1e3,
+        (first - later) / 1e3
     );
     let _ = writeln!(out);
 }
@@ -826,6 +835,12 @@ pub(crate) fn results_json(r: &Results, meta: &Meta, plan: &Plan) -> Value {
                      as every rawthread spawn and exit do",
             "pairs": THREAD_LIST_PAIRS, "ns_per_thread": r.thread_list_ns,
             "share_of_rawthread_round_trip_median": thread_list_share(r),
+        },
+        "first_spawn": {
+            "what": "a fresh process's first spawn+join (the probe and the twin census, once) and its second, \
+                     medians over fresh processes",
+            "processes": FIRST_SPAWN_PROCESSES, "first_ns": r.first_spawn_ns.0, "later_ns": r.first_spawn_ns.1,
+            "one_time_ns": r.first_spawn_ns.0 - r.first_spawn_ns.1,
         },
         "memory_growth": { "note": r.thp_note, "points": growth, "slopes": slopes },
         "idle_threads": idle,
