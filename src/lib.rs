@@ -32,7 +32,7 @@
 //! | `sys` (+ `asm/x86_64.s`) | kernel calls, each with its errno: raw clone3/clone and the child's first frame, futexes, signal masks, rseq, exit, self-unmap |
 //! | `clone` | the clone flags of a thread, one comment each, and `clone3` with its fallback to `clone` |
 //! | `region` | the region: its layout (`Plan`, with the diagram) and its mapping |
-//! | `glibc/` | the glibc thread block: discovering glibc's layout (`layout`), the probe pthread (`probe`), building and renewing a block (`block`), a thread's first and last steps (`duties`), glibc's thread list, which raw threads join (`lists`), malloc's state handed on (`handover`) |
+//! | `glibc/` | the glibc thread block: discovering glibc's layout (`layout`), the probe pthread (`probe`), the twin census of that pthread and raw threads (`census`), building and renewing a block (`block`), a thread's first and last steps (`duties`), glibc's thread list, which raw threads join (`lists`), malloc's state handed on (`handover`) |
 //! | `life` | the life of one thread: start record, child entry and exit, who frees the region (the ownership essay) |
 //! | `name` | the thread's name in std's `Thread`: where the running std keeps it, proven at the first named spawn |
 //! | `join` | waiting for a thread's tid word to clear (and why without a spin) |
@@ -85,6 +85,12 @@
 //!   resolver's sockets, the priority-protect buffer) raw threads free too;
 //!   the legacy Sun RPC state of libc's compatibility symbols, which no
 //!   program built today can reach, is not freed.
+//! * The first spawn's twin census (a pthread and raw threads compared on
+//!   the running glibc) sees what its battery does and nothing else: a duty
+//!   that a call outside the battery gives a thread, state kept in other libraries
+//!   or behind a pointer, counts that a call (not a thread's creation)
+//!   raises, and the paths of options it does not take (`Builder::scheduling`,
+//!   affinity, signal masks, names: their own tests guard them).
 //! * rawthread is meant to be linked into an executable, as Rust links crates
 //!   by default. In a `cdylib`/`dylib`, Rust's thread-locals go through
 //!   `__tls_get_addr`, which the overflow handler and a detached thread's

@@ -22,10 +22,13 @@
 //!    probe that finds where glibc keeps a thread's stack bounds, its
 //!    `strerror` buffers and malloc's state (and checks that handing that state
 //!    on hands on the cache), and puts glibc in multi-threaded mode its own
-//!    way. Nothing computed lazily is ever waited for, so a `fork()` at any
-//!    instant leaves a child that can spawn. The block is complete before the
-//!    thread exists: even the locale's tables, which glibc's own threads set
-//!    themselves.
+//!    way; then holds two raw threads against that pthread (the twin census,
+//!    `glibc/census.rs`), refusing a glibc whose threads do what rawthread's
+//!    do not. Racing first spawns wait for the one probe and census under
+//!    way, under a lock `fork()` takes too, and nothing else computed lazily
+//!    is ever waited for, so a `fork()` at any instant leaves a child that
+//!    can spawn. The block is complete before the thread exists: even the
+//!    locale's tables, which glibc's own threads set themselves.
 //! 2. **clone.** `clone3` (or `clone`, if the kernel or a seccomp filter
 //!    refuses `clone3`) starts the child with `%fs` = `tp` and the
 //!    creator's signal mask; the kernel writes the child's tid into the
@@ -42,7 +45,8 @@
 //!    (`__call_tls_dtors`) and pthread-key destructors, frees what glibc's own
 //!    thread exit frees (the resolver's sockets, `strerror`/`strsignal`
 //!    buffers, the `dlerror` message; not malloc's state, which is handed on),
-//!    takes itself off glibc's thread list (signals still open, so that a
+//!    blocks every signal but SIGSETXID, as glibc does for its last steps,
+//!    takes itself off glibc's thread list (SIGSETXID still open, so that a
 //!    `setuid()` under way gets its answer), gives back to the kernel its
 //!    stack pages more than 64 KiB below its last frame
 //!    (`region::release_stack`) and ends with a raw `SYS_exit`:

@@ -1,47 +1,59 @@
-//! The twin census: a pthread and a raw thread run the same battery of
+//! The twin census: a pthread and raw threads run the same battery of
 //! libc calls, and what glibc leaves in each is compared, so that a duty
 //! the next glibc gives its threads, and rawthread does not do, makes the
 //! first spawn fail with `Unsupported` instead of going unseen.
 //!
 //! The pthread is the probe's ([`super::probe`]): no `pthread_create` is
-//! added. It runs the battery after the probe's own experiments, just
-//! before its start routine returns. The raw thread is spawned by the
-//! first spawn's caller (`life.rs`, through [`check`]), by the same path
-//! as every raw thread, and runs the same battery.
+//! added. It runs the battery after the probe's own experiments, last
+//! before its start routine returns. The raw threads are spawned by the
+//! first spawn's caller (`life.rs`, through [`check`]), by the path every
+//! raw thread takes, and run the same battery: two of them, the second on
+//! the region the first gave back to the pool, where the first left a mark
+//! in its rseq area, beyond the kernel's fields, that the second must not
+//! find.
 //!
 //! What is compared, in each thread's own block: `struct pthread`, libc's
 //! static TLS block and the rseq area, word by word, each word normalised
 //! ([`Kind`]: zero, a pointer into the thread's own block (by offset), into
-//! its own stack, into another mapping, a small integer (by value), or
-//! another number (by value)), at the thread's entry ("entry"), when its
-//! start routine returns ("end") and once it has exited and been joined
-//! ("exit"); and what the kernel holds for it (the clear-tid address, the
-//! robust list, the rseq registration) at entry and end. The rules:
+//! its own stack, another address, a small integer (by value), another
+//! number (by value)); at the raw block's creation, just before its clone
+//! (against the pthread's entry), at the thread's entry, when its start
+//! routine returns ("end"), and once it has exited ("exit"); and what the
+//! kernel holds for it (the clear-tid address, the robust list, the rseq
+//! registration) at entry and end. The rules:
 //!
-//! * **C** the two agree at entry and at end;
+//! * **C** the two agree at creation, at entry and at end (a raw block
+//!   that does not is never started; a raw thread that does not at entry
+//!   skips the battery, which could crash on a duty left undone);
 //! * **K** the kernel holds the same registrations for both;
 //! * **X** every word a pthread's exit changes also changes for the raw
 //!   thread;
-//! * **P** no pointer the raw thread's calls created survives its exit
-//!   unless rawthread hands it on (the values of its legacy, as the real
-//!   hand-over reads them: `Block::legacy`);
-//! * **G** libc's and the loader's writable words that are up while the
-//!   pthread lives, from its entry to its end, and back after its join (a
-//!   thread count), are up by as much while the raw thread lives, and back
-//!   after its join.
+//! * **P** no pointer the raw thread's calls made survives its exit where
+//!   the pthread's does not, unless rawthread hands it on (the values of
+//!   its legacy, as the real hand-over reads them: `Block::legacy`);
+//! * **G** a word of libc's or the loader's writable data that is up by 1
+//!   to 4 from the pthread's entry to its end and back after its join (a
+//!   count of threads) is up, and back, around each raw thread too;
+//!
+//! and what `pthread_getattr_np` reports of a raw thread is its region's
+//! stack and guard.
 //!
 //! Only words found by descriptors or by the probe are excused, each for a
-//! reason ([`excuses`]); never a word named by a number. A difference
-//! names the word (which block, which offset), the rule and the battery
-//! step after which the word first changed.
+//! reason ([`excuses`]); never a word named by a number. A refusal names
+//! the word (which block, which offset), the rule and the battery step
+//! after which the word first changed. Other threads may move glibc's
+//! counts meanwhile: rule G is tried again, up to [`G_ROUNDS`] times, and
+//! one census or probe runs at a time.
 //!
 //! What the census cannot see: duties that calls outside the battery
-//! trigger; state kept in other libraries or in the heap behind a pointer
+//! trigger; state kept in other libraries, or in the heap behind a pointer
 //! (only the pointer is compared); counts that a call raises rather than
-//! the thread's creation (an arena's count of attached threads: rawthread
-//! keeps malloc's state for the next thread, by design); and the paths of
-//! options the census thread does not take (`Builder::scheduling`,
-//! affinity, names), which their own tests guard.
+//! the thread's creation (an arena's count of attached threads, which
+//! rawthread keeps, with malloc's state, for the next thread, by design);
+//! what a duty writes where a pthread and a raw thread differ on purpose
+//! (the excused words); and the paths of options the census's threads do
+//! not take (`Builder::scheduling`, affinity, signal masks, names), which
+//! their own tests guard.
 
 use std::ffi::c_void;
 use std::io;
