@@ -325,16 +325,32 @@ const STACK_KEPT_WARM: usize = 64 << 10;
 /// 24 MiB). The pages read as zeros when touched again; the guards stay
 /// (see [`install_guard`]). For a thread about to exit, after its last
 /// user code.
+///
+/// A thread that took no page fault dirtied no page it did not find
+/// resident, and the pages a region's earlier threads dirtied below the
+/// kept ones were given back by them (each of which faulted them in): it
+/// has nothing to give back, and skips the `madvise`, which costs a thread
+/// that used little stack (most threads on a pooled region) more than
+/// asking the kernel for its count of faults.
 pub(crate) fn release_stack(stack_low: usize) {
     let frame = 0u8;
     let here = std::hint::black_box(&frame) as *const u8 as usize;
     let end = here.saturating_sub(STACK_KEPT_WARM) & !(page_size() - 1);
-    if end > stack_low {
+    if end > stack_low && faulted() {
         // SAFETY: [stack_low, end) is the calling thread's own stack, all
         // of it more than STACK_KEPT_WARM under its live frames. A refusal
         // (EINVAL for a locked mapping) only leaves the pages resident.
         unsafe { libc::madvise(stack_low as *mut libc::c_void, end - stack_low, libc::MADV_DONTNEED) };
     }
+}
+
+/// Whether the calling thread has taken a page fault (`RUSAGE_THREAD`;
+/// true if the kernel will not say).
+fn faulted() -> bool {
+    // SAFETY: zeroed is a valid rusage for getrusage to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the calling thread's own counts, into our rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) != 0 || usage.ru_minflt + usage.ru_majflt > 0 }
 }
 
 fn sizes(guard: usize, stack: usize) -> Sizes {
