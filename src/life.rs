@@ -639,8 +639,8 @@ where
     if header.state.swap(DONE, Ordering::AcqRel) == RUNNING {
         // The handle owns the region and will free it once we exit. Until
         // then everything the thread has stays in place (its TLS, its DTV,
-        // malloc's cache), so a handler may still run here, as in a
-        // pthread between its destructors and its last steps: no mask.
+        // malloc's cache); `leave` blocks all but SIGSETXID for the last
+        // steps, as glibc does.
         // SAFETY: our own block, once, after the closure.
         unsafe { glibc::leave(glibc, tp) };
         region::release_stack(guard.end);
