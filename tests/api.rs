@@ -812,16 +812,18 @@ fn huge_stack_size_does_not_crash() {
 
 static FINISH_DROPPED: AtomicBool = AtomicBool::new(false);
 
-struct SetOnDrop(&'static AtomicBool);
+/// Sets `FINISH_DROPPED` when dropped (no reference in the `const`
+/// initialiser: before Rust 1.89 it may not point at a static's atomic).
+struct SetOnDrop;
 
 impl Drop for SetOnDrop {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
+        FINISH_DROPPED.store(true, Ordering::SeqCst);
     }
 }
 
 thread_local! {
-    static FINISH_GUARD: SetOnDrop = const { SetOnDrop(&FINISH_DROPPED) };
+    static FINISH_GUARD: SetOnDrop = const { SetOnDrop };
 }
 
 #[test]

@@ -331,14 +331,16 @@ fn thread_local_with_lazy_initializer() {
 }
 
 /// Records, when dropped, the value its thread left in it.
+/// (The sink is a function: a `const` initialiser may not hold a reference
+/// to a static with interior mutability before Rust 1.89.)
 struct Recorder {
     value: Cell<u64>,
-    sink: &'static Mutex<Vec<u64>>,
+    sink: fn() -> &'static Mutex<Vec<u64>>,
 }
 
 impl Drop for Recorder {
     fn drop(&mut self) {
-        self.sink.lock().unwrap().push(self.value.get());
+        (self.sink)().lock().unwrap().push(self.value.get());
     }
 }
 
@@ -346,10 +348,22 @@ static CONST_DROPS: Mutex<Vec<u64>> = Mutex::new(Vec::new());
 static LAZY_DROPS: Mutex<Vec<u64>> = Mutex::new(Vec::new());
 static PANIC_DROPS: Mutex<Vec<u64>> = Mutex::new(Vec::new());
 
+fn const_drops() -> &'static Mutex<Vec<u64>> {
+    &CONST_DROPS
+}
+
+fn lazy_drops() -> &'static Mutex<Vec<u64>> {
+    &LAZY_DROPS
+}
+
+fn panic_drops() -> &'static Mutex<Vec<u64>> {
+    &PANIC_DROPS
+}
+
 thread_local! {
-    static CONST_RECORDER: Recorder = const { Recorder { value: Cell::new(0), sink: &CONST_DROPS } };
-    static LAZY_RECORDER: Recorder = Recorder { value: Cell::new(u64::from(COUNTER.get())), sink: &LAZY_DROPS };
-    static PANIC_RECORDER: Recorder = const { Recorder { value: Cell::new(0), sink: &PANIC_DROPS } };
+    static CONST_RECORDER: Recorder = const { Recorder { value: Cell::new(0), sink: const_drops } };
+    static LAZY_RECORDER: Recorder = Recorder { value: Cell::new(u64::from(COUNTER.get())), sink: lazy_drops };
+    static PANIC_RECORDER: Recorder = const { Recorder { value: Cell::new(0), sink: panic_drops } };
 }
 
 #[test]
