@@ -15,11 +15,11 @@
 use std::ffi::{c_int, c_void};
 use std::process::Command;
 
-const CHILD: &str = "RAWTHREAD_CENSUS_CHILD";
+mod common;
 
-type StartRoutine = extern "C" fn(*mut c_void) -> *mut c_void;
-type PthreadCreate =
-    unsafe extern "C" fn(*mut libc::pthread_t, *const libc::pthread_attr_t, StartRoutine, *mut c_void) -> c_int;
+use common::{StartRoutine, glibc_pthread_create};
+
+const CHILD: &str = "RAWTHREAD_CENSUS_CHILD";
 
 /// What a wrapped pthread is started with.
 #[derive(Clone, Copy)]
@@ -86,12 +86,7 @@ pub unsafe extern "C" fn pthread_create(
     start: StartRoutine,
     arg: *mut c_void,
 ) -> c_int {
-    // SAFETY: RTLD_NEXT finds glibc's pthread_create, whose type this is.
-    let real: PthreadCreate = unsafe {
-        let p = libc::dlsym(libc::RTLD_NEXT, c"pthread_create".as_ptr());
-        assert!(!p.is_null(), "glibc's pthread_create not found");
-        std::mem::transmute::<*mut c_void, PthreadCreate>(p)
-    };
+    let real = glibc_pthread_create();
     match case() {
         // SAFETY: forwarded unchanged from our caller.
         None => unsafe { real(thread, attr, start, arg) },

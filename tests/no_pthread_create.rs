@@ -12,13 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 mod common;
 
-use common::{live_tasks, tasks};
+use common::{StartRoutine, glibc_pthread_create, live_tasks, tasks};
 
 static CALLS: AtomicUsize = AtomicUsize::new(0);
-
-type StartRoutine = extern "C" fn(*mut c_void) -> *mut c_void;
-type PthreadCreate =
-    unsafe extern "C" fn(*mut libc::pthread_t, *const libc::pthread_attr_t, StartRoutine, *mut c_void) -> c_int;
 
 /// # Safety
 /// The same contract as glibc's `pthread_create`.
@@ -30,12 +26,7 @@ pub unsafe extern "C" fn pthread_create(
     arg: *mut c_void,
 ) -> c_int {
     CALLS.fetch_add(1, Ordering::SeqCst);
-    // SAFETY: RTLD_NEXT finds glibc's pthread_create, whose type this is.
-    let real: PthreadCreate = unsafe {
-        let p = libc::dlsym(libc::RTLD_NEXT, c"pthread_create".as_ptr());
-        assert!(!p.is_null(), "glibc's pthread_create not found");
-        std::mem::transmute::<*mut c_void, PthreadCreate>(p)
-    };
+    let real = glibc_pthread_create();
     // SAFETY: forwarded unchanged from our caller.
     unsafe { real(thread, attr, start, arg) }
 }

@@ -344,3 +344,24 @@ pub fn glibc_user_threads() -> Option<usize> {
         node = next;
     }
 }
+
+/// A thread's start routine, as `pthread_create` takes it.
+pub type StartRoutine = extern "C" fn(*mut std::ffi::c_void) -> *mut std::ffi::c_void;
+/// `pthread_create`'s type.
+pub type PthreadCreate = unsafe extern "C" fn(
+    *mut libc::pthread_t,
+    *const libc::pthread_attr_t,
+    StartRoutine,
+    *mut std::ffi::c_void,
+) -> libc::c_int;
+
+/// glibc's own `pthread_create`, for a test binary that defines its own
+/// (which the linker binds every call in the executable to) and forwards.
+pub fn glibc_pthread_create() -> PthreadCreate {
+    // SAFETY: RTLD_NEXT finds glibc's pthread_create, whose type this is.
+    unsafe {
+        let p = libc::dlsym(libc::RTLD_NEXT, c"pthread_create".as_ptr());
+        assert!(!p.is_null(), "glibc's pthread_create not found");
+        std::mem::transmute::<*mut std::ffi::c_void, PthreadCreate>(p)
+    }
+}
