@@ -1,7 +1,9 @@
 //! The benchmark's fixtures, built only with the `bench` feature (which
 //! the crate's own benchmarks enable): the kernel floor, the least a thread
 //! can cost — one `clone` on a stack made once, no TLS, no thread block, no
-//! signal masking — whose child stamps the clock and exits, and that clock.
+//! signal masking — whose child stamps the clock and exits, and that clock;
+//! and a second floor, which adds what the kernel must do for any glibc
+//! thread (a TLS pointer, rseq and robust-list registration).
 //! They let `cargo bench` show how far each real way of making a thread is
 //! from what the kernel alone charges; and one step of rawthread's own
 //! timed apart, its place on glibc's thread list; and the phase stamps, a
@@ -85,13 +87,109 @@ pub fn thread_list_cost(pairs: u32) -> io::Result<f64> {
 pub struct KernelFloor {
     stack: MmapMut,
     tid: Box<AtomicI32>,
+    /// Whether its threads do a glibc thread's kernel duties (see
+    /// [`KernelFloor::with_thread_duties`]).
+    duties: bool,
 }
+
+/// The second floor's thread block, at the top of its stack mapping as
+/// glibc puts a thread's TCB: the `%fs` base (CLONE_SETTLS), the rseq area
+/// and the robust-list head, renewed at every spawn.
+#[repr(C, align(64))]
+struct DutiesBlock {
+    /// Points to itself, as the first word of an x86_64 TCB does
+    /// (`tcbhead_t.tcb`); nothing in the floor thread reads `%fs`.
+    tcb: *mut DutiesBlock,
+    /// Where the thread stamps the clock.
+    stamp: *const AtomicU64,
+    rseq: RseqArea,
+    robust: RobustHead,
+}
+
+/// The kernel's `struct rseq` in its original 32-byte size, the one every
+/// kernel with rseq accepts (it must then be 32-byte aligned).
+#[repr(C, align(32))]
+struct RseqArea {
+    cpu_id_start: u32,
+    cpu_id: u32,
+    /// No critical section: the kernel reads it on preemption.
+    rseq_cs: u64,
+    flags: u32,
+    _reserved: [u32; 3],
+}
+
+/// The kernel's `struct robust_list_head`.
+#[repr(C)]
+struct RobustHead {
+    /// An empty list points to itself: the kernel's walk at exit ends at once.
+    next: *const RobustHead,
+    futex_offset: isize,
+    pending: *const u8,
+}
+
+/// glibc's rseq signature for x86_64: the kernel checks it only before
+/// aborting a critical section, of which the floor has none.
+const RSEQ_SIG: u32 = 0x5305_3053;
 
 /// The floor thread: runs on the creator's TLS, so it touches none.
 unsafe extern "C" fn floor_main(stamp: *mut libc::c_void) -> ! {
     crate::bench::stamp(Phase::ChildFirst);
     // SAFETY: a 'static AtomicU64 (see KernelFloor::spawn).
     unsafe { (*stamp.cast::<AtomicU64>()).store(now_ns(), Ordering::Release) };
+    crate::bench::stamp(Phase::ChildExit);
+    sys::exit_thread()
+}
+
+/// A system call made without libc: `syscall()` stores `errno` in TLS on
+/// a failure, and the second floor's thread has no TLS behind `%fs`. The
+/// result is not looked at: a kernel that refuses rseq or the robust list
+/// makes glibc go without them too (it registers a thread's rseq only if
+/// the main thread's registration succeeded).
+///
+/// # Safety
+/// As the system call `nr` with these arguments.
+unsafe fn syscall_without_errno(nr: libc::c_long, args: [usize; 4]) {
+    // SAFETY: the caller vouches for the call; `syscall` clobbers rcx and
+    // r11 and writes rax, all declared; it does not touch our stack.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") nr => _,
+            in("rdi") args[0],
+            in("rsi") args[1],
+            in("rdx") args[2],
+            in("r10") args[3],
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        )
+    };
+}
+
+/// The second floor's thread: what glibc's `start_thread` asks of the
+/// kernel before it runs user code (rseq, then the robust list), then the
+/// stamp. It runs only Rust code that touches no TLS, and `clock_gettime`,
+/// which reads `%fs` only to set `errno` on a failure that CLOCK_MONOTONIC
+/// cannot have.
+unsafe extern "C" fn floor_duties_main(block: *mut libc::c_void) -> ! {
+    crate::bench::stamp(Phase::ChildFirst);
+    let block = block.cast::<DutiesBlock>();
+    // SAFETY: the block KernelFloor::spawn wrote, ours until we exit (the
+    // next spawn waits for our tid word to clear). Both areas stay mapped
+    // past our exit, when the kernel last reads the robust head; rseq
+    // needs no unregistering: the kernel writes the area only on a return
+    // to user space, which an exiting thread never makes again, so the
+    // next floor thread may register it afresh.
+    unsafe {
+        let rseq = ptr::addr_of_mut!((*block).rseq);
+        syscall_without_errno(libc::SYS_rseq, [rseq as usize, size_of::<RseqArea>(), 0, RSEQ_SIG as usize]);
+        let robust = ptr::addr_of_mut!((*block).robust);
+        syscall_without_errno(libc::SYS_set_robust_list, [robust as usize, size_of::<RobustHead>(), 0, 0]);
+    }
+    crate::bench::stamp(Phase::ClosureStart);
+    // SAFETY: a 'static AtomicU64 (see KernelFloor::spawn).
+    unsafe { (*(*block).stamp).store(now_ns(), Ordering::Release) };
+    crate::bench::stamp(Phase::ClosureEnd);
     crate::bench::stamp(Phase::ChildExit);
     sys::exit_thread()
 }
@@ -114,7 +212,34 @@ impl KernelFloor {
         Ok(KernelFloor {
             stack: MmapOptions::new().len(64 << 10).stack().map_anon()?,
             tid: Box::new(AtomicI32::new(0)),
+            duties: false,
         })
+    }
+
+    /// The second floor: its threads also do what the kernel must do for
+    /// any glibc thread — `CLONE_SETTLS` with a thread block (at the top
+    /// of the stack mapping, as glibc's TCB; its first word points to
+    /// itself), then, in the child, rseq registration of a 32-byte area
+    /// and `set_robust_list` of an empty list, whose head the kernel reads
+    /// at exit. Still no signal masking, no glibc bookkeeping: the least a
+    /// thread that glibc could run code on must cost.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// static STAMPS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+    /// let mut floor = rawthread::bench::KernelFloor::with_thread_duties()?;
+    /// for stamp in &STAMPS {
+    ///     // SAFETY: no signal is sent here and the floor thread does not fault: no handler runs on it.
+    ///     unsafe { floor.spawn(stamp)? };
+    ///     floor.join(); // the stack, rseq area and robust head are free for the next one
+    /// }
+    /// assert!(STAMPS.iter().all(|stamp| stamp.load(Ordering::Acquire) != 0));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn with_thread_duties() -> io::Result<KernelFloor> {
+        let mut floor = KernelFloor::new()?;
+        floor.duties = true;
+        Ok(floor)
     }
 
     /// Starts the floor thread, which stores CLOCK_MONOTONIC into `stamp`
@@ -122,11 +247,12 @@ impl KernelFloor {
     /// outlive any borrow, up to the next `join`.)
     ///
     /// # Safety
-    /// The floor thread runs on the caller's thread pointer, sharing its
-    /// TLS: no signal handler that touches TLS (or anything else the
-    /// caller's thread owns) may run on it, so the caller must keep every
-    /// signal with such a handler blocked or away from the process until
-    /// [`KernelFloor::join`] returns.
+    /// The bare floor's thread runs on the caller's thread pointer, sharing
+    /// its TLS, and the second floor's on a thread block with no TLS
+    /// behind it: no signal handler that touches TLS (or anything else the
+    /// caller's thread owns) may run on either, so the caller must keep
+    /// every signal with such a handler blocked or away from the process
+    /// until [`KernelFloor::join`] returns.
     ///
     /// ```
     /// use std::sync::atomic::{AtomicU64, Ordering};
@@ -143,19 +269,32 @@ impl KernelFloor {
     pub unsafe fn spawn(&mut self, stamp: &'static AtomicU64) -> io::Result<()> {
         assert_eq!(self.tid.load(Ordering::Acquire), 0, "join the floor thread before the next spawn");
         let low = self.stack.as_mut_ptr() as usize;
-        let request = clone::CloneRequest {
-            // A thread like the others, minus CLONE_SETTLS: it keeps our
-            // %fs and must not touch TLS.
-            flags: clone::THREAD_FLAGS & !(libc::CLONE_SETTLS as u64),
-            exit_signal: 0,
-            stack_low: low,
-            stack_top: low + self.stack.len(),
-            tls: 0,
-            tid_word: self.tid.as_ptr(),
-            exit_word: self.tid.as_ptr(),
-            pidfd: ptr::null_mut(),
-            entry: floor_main,
-            arg: ptr::from_ref(stamp).cast_mut().cast(),
+        let top = low + self.stack.len();
+        let request = if self.duties {
+            let block = (top - size_of::<DutiesBlock>()) as *mut DutiesBlock;
+            // SAFETY: the top of our mapping, aligned (the mapping is
+            // page-aligned, the block's size a multiple of its alignment),
+            // and no thread uses it (tid 0); renewed as glibc renews a
+            // reused TCB.
+            unsafe {
+                let robust = ptr::addr_of!((*block).robust);
+                block.write(DutiesBlock {
+                    tcb: block,
+                    stamp,
+                    rseq: RseqArea { cpu_id_start: 0, cpu_id: 0, rseq_cs: 0, flags: 0, _reserved: [0; 3] },
+                    robust: RobustHead { next: robust, futex_offset: 0, pending: ptr::null() },
+                })
+            };
+            clone::CloneRequest {
+                flags: clone::THREAD_FLAGS,
+                stack_top: block as usize,
+                tls: block as usize,
+                entry: floor_duties_main,
+                arg: block.cast(),
+                ..self.bare_request(low, top, stamp)
+            }
+        } else {
+            self.bare_request(low, top, stamp)
         };
         crate::bench::stamp(Phase::BeforeClone);
         // SAFETY: a mapped stack nobody else uses (tid 0: the last floor
@@ -164,6 +303,23 @@ impl KernelFloor {
         let cloned = unsafe { clone::clone(&request) }.map(drop);
         crate::bench::stamp(Phase::CloneReturned);
         cloned
+    }
+
+    /// The bare floor's clone: a thread like the others, minus
+    /// CLONE_SETTLS: it keeps our %fs and must not touch TLS.
+    fn bare_request(&self, low: usize, top: usize, stamp: &'static AtomicU64) -> clone::CloneRequest {
+        clone::CloneRequest {
+            flags: clone::THREAD_FLAGS & !(libc::CLONE_SETTLS as u64),
+            exit_signal: 0,
+            stack_low: low,
+            stack_top: top,
+            tls: 0,
+            tid_word: self.tid.as_ptr(),
+            exit_word: self.tid.as_ptr(),
+            pidfd: ptr::null_mut(),
+            entry: floor_main,
+            arg: ptr::from_ref(stamp).cast_mut().cast(),
+        }
     }
 
     /// Waits until the floor thread has exited.

@@ -9,9 +9,11 @@
 //!
 //! Seven parts:
 //!
-//! 1. **Latency** of eleven variants — rawthread (also with a 64 KiB stack,
-//!    and with a sleep-at-once join), the bare kernel floor (with
-//!    rawthread's join, a plain futex sleep), `std::thread`,
+//! 1. **Latency** of twelve variants — rawthread (also with a 64 KiB stack,
+//!    and with a sleep-at-once join), two kernel floors (with rawthread's
+//!    join, a plain futex sleep): the bare clone, and one that also does
+//!    what the kernel must do for any glibc thread (a TLS pointer, rseq
+//!    and robust-list registration), `std::thread`,
 //!    `pthread_create`, and the process makers `fork`,
 //!    vfork, `clone(SIGCHLD)`, `clone3` + `CLONE_PIDFD` and `posix_spawn`.
 //!    Each sample gives three figures, all from `rawthread::bench::now_ns()`
@@ -47,7 +49,7 @@
 //!    executable re-run as a spinner, `load.rs`), started before and killed
 //!    after.
 //! 5. **Where the time goes**: armed samples, in which rawthread (built
-//!    with the `bench` feature), the kernel floor and the benchmark stamp
+//!    with the `bench` feature), the kernel floors and the benchmark stamp
 //!    the clock at the boundaries of one spawn+join
 //!    (`rawthread::bench::Phase`); the median of every phase.
 //! 6. **Spawners at once**: 1, 2, 4 and 8 threads spawning and joining

@@ -10,7 +10,9 @@ use crate::options::Plan;
 use crate::phases::step_label;
 use crate::spawners::{SPAWNER_VARIANTS, SPAWNERS};
 use crate::stats::{FIGURES, Figure, Sample, Stats, fmt_us, us};
-use crate::variants::{FLOOR, Group, PTHREAD, RAWTHREAD, RAWTHREAD_SLEEP, STD, Section, VARIANTS, block_medians};
+use crate::variants::{
+    FLOOR, FLOOR_DUTIES, Group, PTHREAD, RAWTHREAD, RAWTHREAD_SLEEP, STD, Section, VARIANTS, block_medians,
+};
 use crate::{FIRST_SPAWN_PROCESSES, Meta, Results, THREAD_LIST_PAIRS};
 
 /// The issue-3 goal: a rawthread spawn+join at most this fraction of a
@@ -59,10 +61,11 @@ fn latency_tables(out: &mut String, section: &Section, figures: &[Figure]) {
     for &figure in figures {
         let median_of = |v: usize| Stats::figure(section.of(v), figure).map(|s| s.median as f64);
         let (base, pthread, floor) = (median_of(RAWTHREAD), median_of(PTHREAD), median_of(FLOOR));
+        let floor_duties = median_of(FLOOR_DUTIES);
         let cpu = figure == Figure::RoundTrip;
         let _ = writeln!(
             out,
-            "\n{}, µs\n{:<38}{:>6}{:>9}{:>9}{:>9}{:>9}{:>9}{:>11}{:>9}{:>8}",
+            "\n{}, µs\n{:<38}{:>6}{:>9}{:>9}{:>9}{:>9}{:>9}{:>11}{:>9}{:>8}{:>9}",
             figure.title(),
             "",
             "n",
@@ -73,7 +76,8 @@ fn latency_tables(out: &mut String, section: &Section, figures: &[Figure]) {
             if cpu { "CPU/op" } else { "" },
             "/rawthread",
             "/pthread",
-            "/floor"
+            "/floor",
+            "/floor+"
         );
         let mut group = None;
         for (v, samples) in section.rows() {
@@ -99,7 +103,7 @@ fn latency_tables(out: &mut String, section: &Section, figures: &[Figure]) {
                 if cpu { section.cpu_per_op(v).map_or("-".into(), |c| fmt_us(c as u64)) } else { String::new() };
             let _ = writeln!(
                 out,
-                "   {:<35}{:>6}{:>9}{:>9}{:>9}{:>9}{:>9}{:>11}{:>9}{:>8}",
+                "   {:<35}{:>6}{:>9}{:>9}{:>9}{:>9}{:>9}{:>11}{:>9}{:>8}{:>9}",
                 variant.label,
                 s.n,
                 fmt_us(s.median),
@@ -109,7 +113,8 @@ fn latency_tables(out: &mut String, section: &Section, figures: &[Figure]) {
                 cpu_col,
                 ratio(base),
                 ratio(pthread),
-                ratio(floor)
+                ratio(floor),
+                ratio(floor_duties)
             );
         }
     }
@@ -121,6 +126,11 @@ pub(crate) fn report_latency(out: &mut String, r: &Results, plan: &Plan) {
         out,
         "   CPU/op: user + system CPU time of the whole process (every thread; for processes, with the reaped\n   \
          children's) per spawn+join, from getrusage around every block of samples"
+    );
+    let _ = writeln!(
+        out,
+        "   /floor: against the bare clone; /floor+: against the floor that also does a glibc thread's kernel\n   \
+         duties (CLONE_SETTLS, rseq, robust list), what any real thread must cost"
     );
     latency_tables(out, &r.latency, &FIGURES);
     let _ = writeln!(out, "\nNotes on the variants:");
@@ -406,6 +416,7 @@ pub(crate) fn summary(r: &Results, plan: &Plan) -> String {
         );
     }
     let (raw, floor) = (median(r.latency.of(RAWTHREAD)), median(r.latency.of(FLOOR)));
+    let floor_duties = median(r.latency.of(FLOOR_DUTIES));
     let _ = writeln!(
         out,
         "  rawthread spawn+join {:.1} µs = {:.2}x the kernel floor ({:.1} µs); std::thread {:.1} µs; pthread {:.1} µs",
@@ -414,6 +425,12 @@ pub(crate) fn summary(r: &Results, plan: &Plan) -> String {
         floor / 1e3,
         median(r.latency.of(STD)) / 1e3,
         median(r.latency.of(PTHREAD)) / 1e3
+    );
+    let _ = writeln!(
+        out,
+        "  ... = {:.2}x the floor with a glibc thread's kernel duties ({:.1} µs: TLS, rseq, robust list)",
+        raw / floor_duties,
+        floor_duties / 1e3
     );
     if let Some((v, m)) = r
         .latency
@@ -631,6 +648,7 @@ fn latency_json(section: &Section) -> Vec<Value> {
     for figure in FIGURES {
         let median = |v: usize| Stats::figure(section.of(v), figure).map(|s| s.median as f64);
         let (base, pthread, floor) = (median(RAWTHREAD), median(PTHREAD), median(FLOOR));
+        let floor_duties = median(FLOOR_DUTIES);
         for (i, samples) in section.rows() {
             let v = &VARIANTS[i];
             let Some(stats) = Stats::figure(samples, figure) else { continue };
@@ -647,6 +665,7 @@ fn latency_json(section: &Section) -> Vec<Value> {
             o["ratio_to_rawthread"] = json!(base.map(|b| stats.median as f64 / b));
             o["ratio_to_pthread"] = json!(pthread.map(|b| stats.median as f64 / b));
             o["ratio_to_floor"] = json!(floor.map(|f| stats.median as f64 / f));
+            o["ratio_to_floor_with_duties"] = json!(floor_duties.map(|f| stats.median as f64 / f));
             if figure == Figure::RoundTrip {
                 o["cpu_per_op"] = json!(section.cpu_per_op(i).map(|ns| ns / 1e3));
                 o["cpu_per_op_note"] = json!(

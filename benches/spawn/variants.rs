@@ -16,8 +16,10 @@ use crate::stats::{Figure, Sample, Stats, cpu_ns};
 
 /// What the variants need beyond their code, made once.
 pub(crate) struct Ctx {
-    /// The kernel floor's reusable stack and tid word.
+    /// The kernel floors' reusable stacks and tid words: the bare one, and
+    /// the one with a glibc thread's kernel duties.
     floor: KernelFloor,
+    floor_duties: KernelFloor,
     /// A `MAP_SHARED` page: a process child's stamp lands in the very page
     /// the parent reads, not in a copy-on-write copy of it.
     shared: Mapping,
@@ -29,6 +31,7 @@ impl Ctx {
     pub(crate) fn new() -> Ctx {
         Ctx {
             floor: KernelFloor::new().expect("KernelFloor::new"),
+            floor_duties: KernelFloor::with_thread_duties().expect("KernelFloor::with_thread_duties"),
             shared: Mapping::new(PAGE, libc::MAP_SHARED),
             vfork_stack: Mapping::new(64 << 10, libc::MAP_PRIVATE | libc::MAP_STACK),
         }
@@ -59,19 +62,21 @@ pub(crate) struct Variant {
 pub(crate) const RAWTHREAD: usize = 0;
 pub(crate) const RAWTHREAD_SLEEP: usize = 2;
 pub(crate) const FLOOR: usize = 3;
-pub(crate) const STD: usize = 4;
-pub(crate) const PTHREAD: usize = 5;
+pub(crate) const FLOOR_DUTIES: usize = 4;
+pub(crate) const STD: usize = 5;
+pub(crate) const PTHREAD: usize = 6;
 const _: () = assert!(matches!(VARIANTS[RAWTHREAD].label.as_bytes(), b"rawthread::spawn + join"));
 const _: () = assert!(matches!(VARIANTS[RAWTHREAD_SLEEP].label.as_bytes(), b"rawthread, sleep-at-once join"));
 const _: () = assert!(matches!(VARIANTS[FLOOR].label.as_bytes(), b"kernel floor (bare clone)"));
+const _: () = assert!(matches!(VARIANTS[FLOOR_DUTIES].label.as_bytes(), b"kernel floor (+TLS, rseq, robust)"));
 const _: () = assert!(matches!(VARIANTS[STD].label.as_bytes(), b"std::thread::spawn + join"));
 const _: () = assert!(matches!(VARIANTS[PTHREAD].label.as_bytes(), b"pthread_create + pthread_join"));
 
 /// The thread variants measured again under load, and the ones whose
 /// phases are stamped.
-pub(crate) const LOADED: [usize; 5] = [RAWTHREAD, RAWTHREAD_SLEEP, FLOOR, STD, PTHREAD];
+pub(crate) const LOADED: [usize; 6] = [RAWTHREAD, RAWTHREAD_SLEEP, FLOOR, FLOOR_DUTIES, STD, PTHREAD];
 
-pub(crate) const VARIANTS: [Variant; 11] = [
+pub(crate) const VARIANTS: [Variant; 12] = [
     Variant {
         id: "rawthread",
         label: "rawthread::spawn + join",
@@ -103,6 +108,16 @@ pub(crate) const VARIANTS: [Variant; 11] = [
         note: "rawthread::bench::KernelFloor: one clone with thread flags on a reused stack, no TLS, no thread block, \
                rawthread's join (a futex sleep at once, as pthread_join): what the kernel alone charges for a thread",
         run: kernel_floor,
+    },
+    Variant {
+        id: "kernel_floor_duties",
+        label: "kernel floor (+TLS, rseq, robust)",
+        group: Group::Thread,
+        note: "rawthread::bench::KernelFloor::with_thread_duties: the bare floor plus what the kernel must do for any \
+               glibc thread: CLONE_SETTLS with a thread block, rseq registration of a 32-byte area and \
+               set_robust_list (an empty list, read by the kernel at exit) in the child; still no signal masking \
+               and no glibc bookkeeping: the least a real thread must cost",
+        run: kernel_floor_duties,
     },
     Variant {
         id: "std_thread",
@@ -234,11 +249,19 @@ pub(crate) fn sleep_until_zero(word: &AtomicI32) {
 }
 
 fn kernel_floor(ctx: &mut Ctx) -> Sample {
-    let floor = &mut ctx.floor;
+    time_floor(&mut ctx.floor)
+}
+
+fn kernel_floor_duties(ctx: &mut Ctx) -> Sample {
+    time_floor(&mut ctx.floor_duties)
+}
+
+fn time_floor(floor: &mut KernelFloor) -> Sample {
     time_thread(
         || {
             // SAFETY: the benchmark sends no signal, and the floor thread
-            // does not fault, so no handler runs on its borrowed TLS.
+            // does not fault, so no handler runs on its borrowed or absent
+            // TLS.
             unsafe { floor.spawn(&THREAD_STAMP) }.expect("kernel floor clone");
             floor
         },
