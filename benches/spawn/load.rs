@@ -46,6 +46,9 @@ pub(crate) fn child_main(role: &str) -> ! {
     if role == "first-spawn" {
         crate::first::child()
     }
+    if let Some(id) = role.strip_prefix("burst:") {
+        crate::burst::child(id)
+    }
     eprintln!("spawn bench: unknown child role {role:?}");
     std::process::exit(2)
 }

@@ -7,7 +7,7 @@
 //! cargo bench --bench spawn -- --pin 1   # the whole process (and so every child) on CPU 1
 //! ```
 //!
-//! Seven parts:
+//! Eight parts:
 //!
 //! 1. **Latency** of twelve variants — rawthread (also with a 64 KiB stack,
 //!    and with a sleep-at-once join), two kernel floors (with rawthread's
@@ -58,11 +58,16 @@
 //!    each variant in a child process, and what stopped it; on the way up,
 //!    with 0, 1,000 and 10,000 threads alive, the mappings per live thread
 //!    and the cost of `fork` + `waitpid`.
+//! 8. **Stack memory kept after a burst**: 16 threads alive at once, each
+//!    touching 1.5 MiB of its 2 MiB stack, then all joined: the growth of
+//!    RSS during and after, for rawthread, `std::thread` and
+//!    `pthread_create`, each in fresh child processes.
 //!
 //! Results go to the terminal, to `target/spawn-bench/results.json` and to
 //! `target/spawn-bench/report.svg`. Nothing here asserts a timing: the
 //! numbers are reported, never judged by a test.
 
+mod burst;
 mod first;
 mod growth;
 mod idle;
@@ -84,6 +89,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write as _};
 use std::time::{Duration, Instant};
 
+use burst::{Burst, measure_burst};
 use growth::{GrowthPoint, measure_growth};
 use idle::{Footprint, idle_rawthread, idle_std, median_footprint};
 use live::{Live, measure_live};
@@ -93,8 +99,8 @@ use options::{FULL, QUICK, parse_args};
 use phases::{Timeline, timeline};
 use progress::Progress;
 use report::{
-    header, report_growth, report_idle, report_latency, report_live, report_loaded, report_phases, report_spawners,
-    results_json, summary,
+    header, report_burst, report_growth, report_idle, report_latency, report_live, report_loaded, report_phases,
+    report_spawners, results_json, summary,
 };
 use spawners::measure_spawners;
 use variants::{Ctx, LOADED, Section, VARIANTS, measure_latency, measure_phases};
@@ -135,6 +141,8 @@ struct Results {
     growth: Vec<GrowthPoint>,
     thp_note: String,
     idle: [Footprint; 2],
+    /// Stack burst, one per `burst::BURST_VARIANTS`.
+    burst: Vec<Burst>,
 }
 
 fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
@@ -153,7 +161,8 @@ struct Meta {
 }
 
 fn main() {
-    // A child of the benchmark (a competitor, a live-threads counter).
+    // A child of the benchmark (a competitor, a live-threads counter, a
+    // first spawn, a stack burst).
     if let Ok(role) = std::env::var(load::ROLE) {
         load::child_main(&role);
     }
@@ -245,6 +254,7 @@ fn main() {
         runs.map(|runs| median_footprint(&runs))
     });
     let (live, live_time) = timed(|| measure_live(plan.live_cap, &progress));
+    let (burst, burst_time) = timed(|| measure_burst(plan.burst_runs, &progress));
     progress.clear();
     let results = Results {
         latency,
@@ -258,6 +268,7 @@ fn main() {
         growth,
         thp_note,
         idle,
+        burst,
     };
 
     let mut out = String::new();
@@ -268,6 +279,7 @@ fn main() {
     report_phases(&mut out, &results, plan);
     report_spawners(&mut out, &results, plan);
     report_live(&mut out, &results, plan);
+    report_burst(&mut out, &results);
     out.push_str(&summary(&results, plan));
 
     // A smoke run (`cargo test --benches`, a debug build) must not
@@ -291,7 +303,7 @@ fn main() {
     let _ = writeln!(
         out,
         "Total time: {:.1} s (latency {:.1} s, memory growth {:.1} s, idle threads {:.1} s, under load {:.1} s,\n            \
-         phases {:.1} s, spawners at once {:.1} s, threads alive at once {:.1} s)",
+         phases {:.1} s, spawners at once {:.1} s, threads alive at once {:.1} s, stack burst {:.1} s)",
         started.elapsed().as_secs_f64(),
         latency_time.as_secs_f64(),
         growth_time.as_secs_f64(),
@@ -299,7 +311,8 @@ fn main() {
         loaded_time.as_secs_f64(),
         phase_time.as_secs_f64(),
         spawner_time.as_secs_f64(),
-        live_time.as_secs_f64()
+        live_time.as_secs_f64(),
+        burst_time.as_secs_f64()
     );
     print!("{out}");
 }

@@ -83,6 +83,8 @@ pub(crate) struct Plan {
     pub(crate) spawner_passes: usize,
     /// Threads alive at once: where each child stops if nothing failed.
     pub(crate) live_cap: usize,
+    /// Stack burst: fresh processes per variant (the median is reported).
+    pub(crate) burst_runs: usize,
 }
 
 pub(crate) const FULL: Plan = Plan {
@@ -102,6 +104,7 @@ pub(crate) const FULL: Plan = Plan {
     spawner_ms: 100,
     spawner_passes: 3,
     live_cap: 40_000,
+    burst_runs: 5,
 };
 
 pub(crate) const QUICK: Plan = Plan {
@@ -121,4 +124,5 @@ pub(crate) const QUICK: Plan = Plan {
     spawner_ms: 30,
     spawner_passes: 1,
     live_cap: 300,
+    burst_runs: 1,
 };

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
+use crate::burst::{STACK, THREADS, TOUCH};
 use crate::growth::{GrowthPoint, SamplesOf, growth_slope};
 use crate::live::{CHECKPOINTS, FORKS, Live};
 use crate::options::Plan;
@@ -263,6 +264,29 @@ pub(crate) fn report_live(out: &mut String, r: &Results, plan: &Plan) {
         let _ = writeln!(out);
     }
     let _ = writeln!(out, "   limits here: {}", limits());
+    let _ = writeln!(out);
+}
+
+pub(crate) fn report_burst(out: &mut String, r: &Results) {
+    let runs = r.burst.first().map_or(0, |b| b.runs);
+    let _ = writeln!(
+        out,
+        "8. Stack memory kept after a burst: {THREADS} threads alive at once, {} MiB stacks, each touching {:.1} MiB\n   \
+         of its stack, then all joined; RSS growth, MiB (each in a fresh process; median of {runs} run(s))",
+        STACK >> 20,
+        TOUCH as f64 / crate::MIB as f64
+    );
+    let _ = writeln!(out, "   {:<32}{:>10}{:>16}{:>22}", "", "RSS before", "all alive", "all joined (kept)");
+    for b in &r.burst {
+        let _ = writeln!(
+            out,
+            "   {:<32}{:>10.1}{:>+16.1}{:>+22.1}",
+            b.label,
+            b.before_kib / 1024.0,
+            b.during_kib / 1024.0,
+            b.after_kib / 1024.0
+        );
+    }
     let _ = writeln!(out);
 }
 
@@ -863,5 +887,17 @@ pub(crate) fn results_json(r: &Results, meta: &Meta, plan: &Plan) -> Value {
         },
         "memory_growth": { "note": r.thp_note, "points": growth, "slopes": slopes },
         "idle_threads": idle,
+        "stack_burst": {
+            "what": "threads alive at once, each touching part of its stack, then all joined; RSS of the process \
+                     (/proc/self/statm) before (after one spawn+join that touched nothing), with all alive, and \
+                     after all were joined; each run a fresh child process, medians over the runs",
+            "threads": THREADS, "stack_kib": STACK >> 10, "touched_kib_per_thread": TOUCH >> 10,
+            "unit": "MiB",
+            "variants": r.burst.iter().map(|b| json!({
+                "variant": b.id, "label": b.label, "runs": b.runs,
+                "rss_before": b.before_kib / 1024.0, "growth_all_alive": b.during_kib / 1024.0,
+                "growth_after_join": b.after_kib / 1024.0,
+            })).collect::<Vec<_>>(),
+        },
     })
 }
