@@ -12,6 +12,7 @@ use rawthread::bench::Phase;
 use crate::Results;
 use crate::growth::{SamplesOf, growth_slope};
 use crate::idle::Footprint;
+use crate::live::CHECKPOINTS;
 use crate::spawners::{SPAWNER_VARIANTS, SPAWNERS};
 use crate::stats::{Figure, Sample, Stats, fmt_us, us};
 use crate::variants::{Group, Section, VARIANTS};
@@ -51,14 +52,15 @@ const FONT: &str = "sans-serif";
 
 pub(crate) fn write(path: &Path, r: &Results) -> Res {
     let loaded_h = if r.loaded.is_some() { 480 } else { 0 };
-    let root = SVGBackend::new(path, (1200, 3260 - (480 - loaded_h))).into_drawing_area();
+    let root = SVGBackend::new(path, (1200, 3700 - (480 - loaded_h))).into_drawing_area();
     root.fill(&WHITE)?;
     let (latency, rest) = root.split_vertically(700);
     let (loaded, rest) = rest.split_vertically(loaded_h);
     let (phases, rest) = rest.split_vertically(520);
     let (spawners, rest) = rest.split_vertically(420);
     let (growth, rest) = rest.split_vertically(540);
-    let (idle, live) = rest.split_vertically(320);
+    let (idle, rest) = rest.split_vertically(320);
+    let (live, scale) = rest.split_vertically(440);
     draw_latency(&root, &latency, &r.latency, "Spawn + join round trip, per variant, idle")?;
     if let Some(l) = &r.loaded {
         let caption = format!("The thread variants under load: {} CPU-bound competitor(s) running", l.competitors);
@@ -69,6 +71,7 @@ pub(crate) fn write(path: &Path, r: &Results) -> Res {
     draw_growth(&growth, r)?;
     draw_idle(&root, &idle, r)?;
     draw_live(&root, &live, r)?;
+    draw_scale(&root, &scale, r)?;
     root.present()?;
     Ok(())
 }
@@ -404,4 +407,142 @@ fn draw_live(root: &Area, area: &Area, r: &Results) -> Res {
         row_label(root, chart.backend_coord(&(0.0, y)), l.label)?;
     }
     Ok(())
+}
+
+/// A short name for a variant of parts 7 and 8, under its bars.
+fn short_name(id: &str) -> &str {
+    match id {
+        "std_thread" => "std::thread",
+        other => other,
+    }
+}
+
+/// One series of [`grouped_bars`]: its legend, colour, and a value per
+/// category (`None`: not measured, drawn as a dash).
+type Series = (String, RGBColor, Vec<Option<f64>>);
+
+/// Vertical bars, one group per category, one bar per series in each,
+/// the value above every bar, the category's name under its group.
+fn grouped_bars(root: &Area, area: &Area, caption: &str, y_desc: &str, categories: &[&str], series: &[Series]) -> Res {
+    let n = categories.len() as f64;
+    let highest = series.iter().flat_map(|(_, _, v)| v.iter().flatten()).copied().fold(0.0, f64::max);
+    // Room above the bars for the legend; an empty chart (nothing
+    // reached, as in a quick run) still gets an axis.
+    let y_max = if highest > 0.0 { highest * 2.6 } else { 1.0 };
+    let decimals = if y_max >= 10.0 {
+        0
+    } else if y_max >= 1.0 {
+        1
+    } else {
+        2
+    };
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, (FONT, 18))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d(-0.5..n - 0.5, 0.0..y_max)?;
+    chart
+        .configure_mesh()
+        .x_labels(0)
+        .disable_x_mesh()
+        .y_desc(y_desc)
+        .y_label_formatter(&|v| format!("{v:.decimals$}"))
+        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 14))
+        .draw()?;
+    let width = 0.8 / series.len() as f64;
+    let above = TextStyle::from((FONT, 12).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
+    for (k, (name, color, values)) in series.iter().enumerate() {
+        let color = *color;
+        for (i, value) in values.iter().enumerate() {
+            let x = i as f64 - 0.4 + width * k as f64;
+            let (bar_top, text) = match value {
+                Some(v) => (*v, format_value(*v)),
+                None => (0.0, "-".to_string()),
+            };
+            chart.draw_series([Rectangle::new([(x, 0.0), (x + width * 0.9, bar_top)], color.filled())])?;
+            chart.draw_series([Text::new(text, (x + width * 0.45, bar_top + y_max * 0.01), above.clone())])?;
+        }
+        chart
+            .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?
+            .label(name.as_str())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], color.filled()));
+    }
+    let under = TextStyle::from((FONT, 14).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
+    for (i, name) in categories.iter().enumerate() {
+        let (x, y) = chart.backend_coord(&(i as f64, 0.0));
+        root.draw(&Text::new(name.to_string(), (x, y + 8), under.clone()))?;
+    }
+    if highest <= 0.0 {
+        let middle = TextStyle::from((FONT, 14).into_font()).pos(Pos::new(HPos::Center, VPos::Center));
+        chart.draw_series([Text::new("not reached in this run", ((n - 1.0) / 2.0, 0.5), middle)])?;
+    }
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)
+}
+
+/// `n` with a comma every three digits.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
+}
+
+/// Three significant figures or so, for a bar's label.
+fn format_value(v: f64) -> String {
+    match v.abs() {
+        a if a >= 100.0 => format!("{v:.0}"),
+        a if a >= 10.0 => format!("{v:.1}"),
+        _ => format!("{v:.2}"),
+    }
+}
+
+/// Scale: mappings per live thread and fork + waitpid beside live
+/// threads (part 7), and the stack memory kept after a burst (part 8),
+/// side by side.
+fn draw_scale(root: &Area, area: &Area, r: &Results) -> Res {
+    let (title, panels) = area.split_vertically(40);
+    let style = TextStyle::from((FONT, 24).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
+    title.draw(&Text::new(
+        "Scale: mappings and fork beside live threads (64 KiB stacks); memory kept after a burst",
+        (600, 10),
+        style,
+    ))?;
+    let panels = panels.split_evenly((1, 3));
+    let shades = [RGBColor(160, 200, 230), RGBColor(31, 119, 180), RGBColor(15, 60, 100)];
+    let live_names: Vec<&str> = r.live.iter().map(|l| short_name(l.id)).collect();
+    let at = |n: usize, of: &dyn Fn(&crate::live::Live, &crate::live::Checkpoint) -> f64| -> Vec<Option<f64>> {
+        r.live.iter().map(|l| l.checkpoints.iter().find(|c| c.threads == n).map(|c| of(l, c))).collect()
+    };
+    // At 0 threads there is nothing to divide by: mappings from 1,000 up.
+    let maps: Vec<Series> = CHECKPOINTS[1..]
+        .iter()
+        .zip(&shades[1..])
+        .map(|(&n, &color)| (format!("{} alive", thousands(n)), color, at(n, &|l, c| l.maps_per_thread(c))))
+        .collect();
+    grouped_bars(root, &panels[0], "Mappings per live thread", "mappings (-: not reached)", &live_names, &maps)?;
+    let forks: Vec<Series> = CHECKPOINTS
+        .iter()
+        .zip(&shades)
+        .map(|(&n, &color)| (format!("{} alive", thousands(n)), color, at(n, &|_, c| c.fork_us / 1e3)))
+        .collect();
+    grouped_bars(root, &panels[1], "fork + waitpid beside them", "ms, median (-: not reached)", &live_names, &forks)?;
+    let burst_names: Vec<&str> = r.burst.iter().map(|b| short_name(b.id)).collect();
+    let mib = |of: fn(&crate::burst::Burst) -> f64| r.burst.iter().map(|b| Some(of(b) / 1024.0)).collect();
+    let burst: Vec<Series> = vec![
+        ("all alive".into(), shades[0], mib(|b| b.during_kib)),
+        ("all joined (kept)".into(), shades[2], mib(|b| b.after_kib)),
+    ];
+    let caption = format!(
+        "RSS growth, {} threads touching {:.1} MiB of stack",
+        crate::burst::THREADS,
+        crate::burst::TOUCH as f64 / crate::MIB as f64
+    );
+    grouped_bars(root, &panels[2], &caption, "MiB", &burst_names, &burst)
 }
