@@ -452,7 +452,7 @@ pub(crate) fn summary(r: &Results, plan: &Plan) -> String {
     );
     let _ = writeln!(
         out,
-        "  ... = {:.2}x the floor with a glibc thread's kernel duties ({:.1} µs: TLS, rseq, robust list)",
+        "  rawthread = {:.2}x the floor with a glibc thread's kernel duties ({:.1} µs: + TLS, rseq, robust list)",
         raw / floor_duties,
         floor_duties / 1e3
     );
@@ -501,6 +501,11 @@ pub(crate) fn summary(r: &Results, plan: &Plan) -> String {
                 raw_fork / pthread_fork
             );
         }
+    }
+    if !r.burst.is_empty() {
+        let kept: Vec<String> =
+            r.burst.iter().map(|b| format!("{} {:+.1} MiB", b.label, b.after_kib / 1024.0)).collect();
+        let _ = writeln!(out, "  stack burst ({THREADS} threads), RSS kept: {}", kept.join(", "));
     }
     // The ratios of the checks behind results.json's `goals`, without
     // their targets: those are the project's own, not a reader's.
