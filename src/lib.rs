@@ -89,8 +89,8 @@
 //!   the running glibc) sees what its battery does and nothing else: a duty
 //!   that a call outside the battery gives a thread, state kept in other libraries
 //!   or behind a pointer, counts that a call (not a thread's creation)
-//!   raises, and the paths of options it does not take (`Builder::scheduling`,
-//!   affinity, signal masks, names: their own tests guard them).
+//!   raises, and the paths of options it does not take (affinity, signal
+//!   masks, names: their own tests guard them).
 //! * rawthread is meant to be linked into an executable, as Rust links crates
 //!   by default. In a `cdylib`/`dylib`, Rust's thread-locals go through
 //!   `__tls_get_addr`, which the overflow handler and a detached thread's

@@ -229,18 +229,20 @@ where
 }
 
 /// A raw thread of the twin census (`glibc/census.rs`): spawned by the
-/// path every thread takes, with `created` seeing its block just before
+/// path every thread takes, with `scheduling` if given, with `created` seeing its block just before
 /// its clone, running `body`; `exited` sees its block after its exit,
 /// before the join gives the region back.
 fn census_twin(
     glibc: &'static Glibc,
+    scheduling: Option<glibc::Scheduling>,
     created: glibc::Created,
     body: &(dyn Fn() + Sync),
     exited: &mut dyn FnMut(&Block),
 ) -> io::Result<()> {
     // A small stack (the census checks for its headroom before it spawns),
     // which the pool reuses for the census's second thread.
-    let options = Options { stack_size: Some(CENSUS_STACK_SIZE), ..Options::default() };
+    let scheduling = scheduling.map(|(policy, nice, priority)| SchedParams { policy, nice, priority });
+    let options = Options { stack_size: Some(CENSUS_STACK_SIZE), scheduling, ..Options::default() };
     // SAFETY: joined below, while `body` lives.
     let running = unsafe { spawn_on(glibc, options, ThreadName::new(None), body, None, Some(created)) }?;
     running.wait();

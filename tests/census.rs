@@ -1,8 +1,9 @@
 //! The twin census (`src/glibc/census.rs`), end to end, at the first spawn
 //! of a fresh process:
 //!
-//! * it passes on this glibc, as it is and under the malloc tunables the
-//!   other tests use;
+//! * it passes on this glibc, as it is, under the malloc tunables the
+//!   other tests use, and where its second thread may not be given its
+//!   creator's scheduling explicitly (`sched_setattr` refused);
 //! * it refuses a glibc whose threads do something raw threads do not,
 //!   naming the word: this binary defines its own `pthread_create` (which
 //!   the linker binds the probe's calls to), and in the cases that ask for
@@ -112,6 +113,11 @@ pub unsafe extern "C" fn pthread_create(
 
 /// The child: one first spawn, and what came of it.
 fn child() {
+    if std::env::var_os(CHILD).is_some_and(|c| c == "sched_refused") {
+        // As where the creator runs a real-time policy it may not give:
+        // the census's second thread then inherits its scheduling.
+        common::refuse_syscalls(&[(libc::SYS_sched_setattr, libc::EPERM)]);
+    }
     match rawthread::Builder::new().spawn(|| 6 * 7).map(|h| h.join().unwrap()) {
         Ok(v) => println!("spawned: {v}"),
         Err(e) => println!("refused: {:?}: {e}", e.kind()),
@@ -144,12 +150,16 @@ fn main() {
         let out = run("plain", &[("GLIBC_TUNABLES", tunables)]);
         assert_eq!(out, "spawned: 42\n", "with GLIBC_TUNABLES={tunables:?}");
     }
+    assert_eq!(run("sched_refused", &[]), "spawned: 42\n", "with sched_setattr refused");
     let out = run("at_start", &[]);
     assert!(out.starts_with("refused: Unsupported: rawthread: twin census: C: struct pthread + "), "{out}");
     assert!(out.contains("at entry"), "{out}");
     let out = run("at_exit", &[]);
     assert!(out.starts_with("refused: Unsupported: rawthread: twin census: X: libc's TLS + "), "{out}");
     assert!(out.contains("the pthread's exit changes it"), "{out}");
-    println!("census: passes as it is and under 3 malloc tunables; refuses a new duty at start and one at exit");
+    println!(
+        "census: passes as it is, under 3 malloc tunables and where an explicit scheduling is refused; \
+         refuses a new duty at start and one at exit"
+    );
     println!("1 passed, 0 failed");
 }

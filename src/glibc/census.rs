@@ -10,7 +10,7 @@
 //! raw thread takes, and run the same battery: two of them, the second on
 //! the region the first gave back to the pool, where the first left a mark
 //! in its rseq area, beyond the kernel's fields, that the second must not
-//! find.
+//! find; the second is also given its creator's scheduling explicitly.
 //!
 //! What is compared, in each thread's own block: `struct pthread`, libc's
 //! static TLS block and the rseq area, word by word, each word normalised
@@ -52,8 +52,10 @@
 //! rawthread keeps, with malloc's state, for the next thread, by design);
 //! what a duty writes where a pthread and a raw thread differ on purpose
 //! (the excused words); and the paths of options the census's threads do
-//! not take (`Builder::scheduling`, affinity, signal masks, names), which
-//! their own tests guard.
+//! not take (affinity, signal masks, names), which their own tests guard.
+//! (The second raw thread is given its creator's scheduling explicitly, so
+//! `Builder::scheduling`'s record is held to what the pthread inherited,
+//! but where the creator may not set its own policy on a thread.)
 
 use std::ffi::c_void;
 use std::io;
@@ -230,6 +232,7 @@ impl Kernel {
 
 /// What the census sees of one thread. All of it is allocated by the
 /// creator before the thread starts: the thread only writes into it.
+#[derive(Clone)]
 pub(super) struct Sight {
     tp: usize,
     /// The thread's stack pointer at entry (roughly: a local's address).
@@ -728,13 +731,23 @@ fn refused(why: String) -> io::Error {
 /// see [`RunRaw`].
 pub(crate) type Created<'a> = &'a dyn Fn(&Block) -> io::Result<()>;
 
+/// A scheduling policy as `Builder::scheduling` takes it: policy, nice,
+/// real-time priority.
+pub(crate) type Scheduling = (libc::c_int, i32, u32);
+
 /// How the census has a raw thread run: spawn one by the path every
-/// thread takes, with `created` called on its block just before its clone
-/// (the spawn fails with its error, and no thread is made, if it refuses),
-/// running `body`; wait for its exit; call `exited` on its block (still
-/// the caller's, not yet reused); join it.
-type RunRaw =
-    fn(g: &'static Glibc, created: Created, body: &(dyn Fn() + Sync), exited: &mut dyn FnMut(&Block)) -> io::Result<()>;
+/// thread takes, with `scheduling` given explicitly if some, with `created`
+/// called on its block just before its clone (the spawn fails with its
+/// error, and no thread is made, if it refuses), running `body`; wait for
+/// its exit; call `exited` on its block (still the caller's, not yet
+/// reused); join it.
+type RunRaw = fn(
+    g: &'static Glibc,
+    scheduling: Option<Scheduling>,
+    created: Created,
+    body: &(dyn Fn() + Sync),
+    exited: &mut dyn FnMut(&Block),
+) -> io::Result<()>;
 
 /// Runs the census, until it passes once in the process (a failed census
 /// is run again by the next spawn): compares raw threads, spawned by
@@ -771,8 +784,8 @@ const G_ROUNDS: usize = 8;
 
 /// The census's rounds: in each, two raw threads, the second on the
 /// region the first gave back to the pool (as most threads run on a reused
-/// region), each held to every rule; a round whose rule G fails is tried
-/// again.
+/// region) and given its creator's scheduling explicitly, each held to
+/// every rule; a round whose rule G fails is tried again.
 fn rounds(g: &'static Glibc, run_raw: RunRaw, p: &Sight, excuses: &Excuses, counts: &[(usize, u32)]) -> io::Result<()> {
     // The census's own counts of a thread, one per raw thread it may run,
     // held while they live: one that leaves without having been counted
@@ -784,7 +797,18 @@ fn rounds(g: &'static Glibc, run_raw: RunRaw, p: &Sight, excuses: &Excuses, coun
     for _ in 0..G_ROUNDS {
         counted = Ok(());
         for fresh in [true, false] {
-            let r = match watch_raw(g, run_raw, p, excuses, counts, fresh) {
+            // The second thread is given its creator's scheduling
+            // explicitly, to hold `Builder::scheduling`'s record to the
+            // pthread's; where the creator may not give it (a real-time
+            // policy without the right to set it: EPERM), it inherits it.
+            let scheduling = if fresh { None } else { creators_scheduling() };
+            let watched = match watch_raw(g, run_raw, p, excuses, counts, fresh, scheduling) {
+                Err(e) if scheduling.is_some() && e.raw_os_error() == Some(libc::EPERM) => {
+                    watch_raw(g, run_raw, p, excuses, counts, fresh, None)
+                }
+                watched => watched,
+            };
+            let r = match watched {
                 Ok(r) => r,
                 Err(e) => {
                     g.nthreads().fetch_sub(HELD, Ordering::Relaxed);
@@ -815,7 +839,25 @@ fn watch_raw(
     excuses: &Excuses,
     counts: &[(usize, u32)],
     mark: bool,
+    scheduling: Option<Scheduling>,
 ) -> io::Result<Sight> {
+    // A thread given its creator's scheduling explicitly is recorded as
+    // one that does not inherit it, as pthread_create records it; all else
+    // of its scheduling is what the pthread inherited.
+    let explicit;
+    let p = match scheduling {
+        None => p,
+        Some(_) => {
+            let mut q = p.clone();
+            let shift = g.flags % size_of::<usize>() * 8;
+            let word = g.flags / size_of::<usize>();
+            for picture in &mut q.pictures {
+                picture[word] |= (ATTR_FLAG_NOTINHERITSCHED as usize) << shift;
+            }
+            explicit = q;
+            &explicit
+        }
+    };
     let watch = Watch::new_raw(g, counts)?;
     let mut legacy = Legacy::default();
     let mut region = (0..0, 0);
@@ -849,13 +891,31 @@ fn watch_raw(
         legacy = block.legacy();
         region = (block.region().stack(), block.region().guard().len());
     };
-    run_raw(g, &created, &body, exited)?;
+    run_raw(g, scheduling, &created, &body, exited)?;
     let r = watch.into_sight();
     if r.short {
         return Err(io::Error::from_raw_os_error(libc::ENOMEM));
     }
     compare(g, p, &r, &legacy, region, excuses).map_err(refused)?;
     Ok(r)
+}
+
+/// The calling thread's scheduling, as `Builder::scheduling` would give
+/// it (None for a policy it does not offer, such as SCHED_DEADLINE).
+fn creators_scheduling() -> Option<Scheduling> {
+    // SAFETY: zeroed is a valid sched_param for sched_getparam to fill;
+    // the other two calls have no preconditions. (getpriority's -1 is a
+    // nice value here; a failure would leave one the spawn refuses.)
+    let (policy, param, nice) = unsafe {
+        let mut param: libc::sched_param = std::mem::zeroed();
+        libc::sched_getparam(0, &mut param);
+        (libc::sched_getscheduler(0), param, libc::getpriority(libc::PRIO_PROCESS, 0))
+    };
+    match policy {
+        libc::SCHED_OTHER | libc::SCHED_BATCH | libc::SCHED_IDLE => Some((policy, nice, 0)),
+        libc::SCHED_FIFO | libc::SCHED_RR => Some((policy, 0, param.sched_priority as u32)),
+        _ => None,
+    }
 }
 
 /// What a census thread leaves in its rseq area for the next thread on

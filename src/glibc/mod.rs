@@ -63,7 +63,7 @@
 //! | robust list: `robust_head` empty, `robust_prev`, `futex_offset` | `write_header` | `glibc_duties.rs` `robust_mutexes_in_raw_threads` | C (refused) |
 //! | `set_robust_list` at start | `duties.rs` `enter` | the same | K (refused) |
 //! | rseq area cleared, `cpu_id` "not yet", registered at start | `write_header`; `enter` | `glibc_duties.rs` `rseq_area_starts_clean_on_a_reused_region`; `std_compat.rs` `rseq_registered_when_glibc_registers_it` | C on a reused region (refused, 2.41 and 2.43; inside `struct pthread` before), K; the fields the kernel writes excused |
-//! | `flags` (attribute flags; the creator's recorded scheduling; `DO_RSEQ`) | `write_header`; `Block::record_scheduling` | `glibc_duties.rs` `getattr_reports_the_scheduling` | C (refused without the creator's; `Builder::scheduling`'s path is not the census's); the pthread's own-stack bit excused |
+//! | `flags` (attribute flags; the creator's recorded scheduling; `DO_RSEQ`) | `write_header`; `Block::record_scheduling` | `glibc_duties.rs` `getattr_reports_the_scheduling` | C (refused without the creator's, and without `Builder::scheduling`'s record: the census's second thread is given its creator's scheduling explicitly); the pthread's own-stack bit excused |
 //! | `schedpolicy`, `schedparam`: the creator's, or the attribute's | the same | the same | C |
 //! | `joinstate` = joinable and the kernel's clear-tid word (2.43; `joinid` before, 0 for joinable) | `write_header`; `life.rs` clone request | `glibc_duties.rs` `glibc_thread_calls_work_on_a_raw_thread` | C (refused, 2.43), K |
 //! | `start_routine`, `arg` | skipped: a raw thread starts at rawthread's entry, from its clone request | — | C excused (descriptor) |
@@ -109,7 +109,7 @@ mod lists;
 mod probe;
 
 pub(crate) use block::Block;
-pub(crate) use census::{Created, check as census, lock as census_lock};
+pub(crate) use census::{Created, Scheduling, check as census, lock as census_lock};
 pub(crate) use duties::{count, enter, leave, reset_in_process_child};
 pub(crate) use handover::{Legacy, legacies};
 pub(crate) use layout::{Glibc, current_tp};
