@@ -103,8 +103,12 @@ const BATTERY: [Step; 10] = [
         // the thread's exit to free.
         unsafe { libc::dlopen(c"/librawthread-census-absent.so".as_ptr(), libc::RTLD_NOW) };
     }),
-    ("a robust mutex", |_| mutex(libc::PTHREAD_PRIO_NONE, true)),
-    ("a priority-protect mutex", |_| mutex(libc::PTHREAD_PRIO_PROTECT, false)),
+    ("a robust mutex", |_| {
+        mutex(libc::PTHREAD_PRIO_NONE, true);
+    }),
+    ("a priority-protect mutex", |_| {
+        mutex(libc::PTHREAD_PRIO_PROTECT, false);
+    }),
     ("sched_getcpu", |_| {
         // SAFETY: no preconditions.
         unsafe { libc::sched_getcpu() };
@@ -144,8 +148,9 @@ unsafe extern "C" {
 }
 
 /// A mutex of the given protocol (robust or not) made, locked, unlocked
-/// and destroyed.
-fn mutex(protocol: libc::c_int, robust: bool) {
+/// (if locked) and destroyed; returns what the lock returned (ENOMEM for
+/// a priority-protect mutex whose buffer could not be had).
+pub(super) fn mutex(protocol: libc::c_int, robust: bool) -> libc::c_int {
     // SAFETY: a mutex and attributes of ours, initialised, used and
     // destroyed here; unlocked only if locked.
     unsafe {
@@ -160,11 +165,13 @@ fn mutex(protocol: libc::c_int, robust: bool) {
             pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST);
         }
         libc::pthread_mutex_init(&mut mutex, &attr);
-        if libc::pthread_mutex_lock(&mut mutex) == 0 {
+        let locked = libc::pthread_mutex_lock(&mut mutex);
+        if locked == 0 {
             libc::pthread_mutex_unlock(&mut mutex);
         }
         libc::pthread_mutex_destroy(&mut mutex);
         libc::pthread_mutexattr_destroy(&mut attr);
+        locked
     }
 }
 
@@ -297,6 +304,15 @@ fn census_key() -> io::Result<libc::pthread_key_t> {
     }
 }
 
+/// Has glibc record the calling thread's scheduling in its `struct
+/// pthread`, as `pthread_getschedparam` does, so that a thread it creates
+/// inherits it, recorded.
+fn record_own_scheduling() {
+    let (mut policy, mut param) = (0, libc::sched_param { sched_priority: 0 });
+    // SAFETY: our own thread, and two out-pointers.
+    unsafe { libc::pthread_getschedparam(libc::pthread_self(), &mut policy, &mut param) };
+}
+
 /// A vector of `len` zeroes, or ENOMEM.
 fn zeroed<T: Copy + Default>(len: usize) -> io::Result<Vec<T>> {
     let mut v = Vec::new();
@@ -311,6 +327,7 @@ impl<'a> Watch<'a> {
     /// first (as `pthread_getschedparam` records it), so that a thread
     /// that inherits it has something to inherit.
     pub(super) fn new(glibc: &'a Glibc) -> io::Result<Watch<'a>> {
+        record_own_scheduling();
         let globals = writable_globals(glibc);
         let words: usize = globals.iter().map(|g| g.1 / 4).sum();
         let mut watch = Watch::with(glibc, Vec::new())?;
@@ -352,9 +369,6 @@ impl<'a> Watch<'a> {
             kernel: [Kernel::default(); 2],
             watched,
         };
-        let (mut policy, mut param) = (0, libc::sched_param { sched_priority: 0 });
-        // SAFETY: our own thread, and two out-pointers.
-        unsafe { libc::pthread_getschedparam(libc::pthread_self(), &mut policy, &mut param) };
         Ok(Watch { glibc, key, globals: Vec::new(), before: Vec::new(), sight: Mutex::new(sight) })
     }
 
@@ -769,6 +783,9 @@ pub(crate) fn check(g: &'static Glibc, run_raw: RunRaw) -> io::Result<()> {
     };
     let excuses = excuses(g, p);
     let counts = counts_of(p);
+    // The raw threads inherit this thread's recorded scheduling, as the
+    // pthread did its creator's (which may have been another thread).
+    record_own_scheduling();
     if !has_headroom() {
         return Err(io::Error::from_raw_os_error(libc::ENOMEM));
     }

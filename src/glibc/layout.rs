@@ -590,11 +590,3 @@ impl Glibc {
         tp.wrapping_add_signed(self.resp) as *mut usize
     }
 }
-
-/// Whether `addr` lies in a mapped page.
-pub(super) fn in_a_mapped_page(addr: usize) -> bool {
-    let page = crate::region::page_size();
-    let mut vec = 0u8;
-    // SAFETY: mincore reads nothing of the page; it fails with ENOMEM if unmapped.
-    addr != 0 && unsafe { libc::mincore((addr & !(page - 1)) as *mut c_void, 1, &mut vec) } == 0
-}

@@ -541,29 +541,10 @@ fn find_live_fields(glibc: &Glibc, tp: usize, found: &mut Probed) -> Result<(), 
         Err(()) => return Err(Failure::Layout("struct pthread getrandom_buf")),
     };
 
-    unsafe extern "C" {
-        fn pthread_mutexattr_setprioceiling(attr: *mut libc::pthread_mutexattr_t, ceiling: libc::c_int) -> libc::c_int;
-    }
     let before = snapshot();
-    // SAFETY: a mutex of ours, initialised, locked and unlocked (only if
-    // the lock succeeded) and destroyed here; its attributes likewise.
-    unsafe {
-        let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
-        let mut mutex: libc::pthread_mutex_t = std::mem::zeroed();
-        libc::pthread_mutexattr_init(&mut attr);
-        libc::pthread_mutexattr_setprotocol(&mut attr, libc::PTHREAD_PRIO_PROTECT);
-        pthread_mutexattr_setprioceiling(&mut attr, libc::sched_get_priority_min(libc::SCHED_FIFO));
-        libc::pthread_mutex_init(&mut mutex, &attr);
-        let locked = libc::pthread_mutex_lock(&mut mutex);
-        if locked == 0 {
-            libc::pthread_mutex_unlock(&mut mutex);
-        }
-        libc::pthread_mutex_destroy(&mut mutex);
-        libc::pthread_mutexattr_destroy(&mut attr);
-        // The buffer could not be had: a shortage, not a layout.
-        if locked == libc::ENOMEM {
-            return Err(NO_MEMORY);
-        }
+    // The buffer could not be had: a shortage, not a layout.
+    if census::mutex(libc::PTHREAD_PRIO_PROTECT, false) == libc::ENOMEM {
+        return Err(NO_MEMORY);
     }
     let after = snapshot();
     // The lock also records the thread's scheduling (small numbers);
@@ -578,6 +559,14 @@ fn find_live_fields(glibc: &Glibc, tp: usize, found: &mut Probed) -> Result<(), 
 /// The largest `struct pthread` the probe compares word by word (2368
 /// bytes in glibc 2.36 to 2.43).
 const TCB_MAX: usize = 8192;
+
+/// Whether `addr` lies in a mapped page.
+fn in_a_mapped_page(addr: usize) -> bool {
+    let page = crate::region::page_size();
+    let mut vec = 0u8;
+    // SAFETY: mincore reads nothing of the page; it fails with ENOMEM if unmapped.
+    addr != 0 && unsafe { libc::mincore((addr & !(page - 1)) as *mut c_void, 1, &mut vec) } == 0
+}
 
 /// In the probe pthread: once the creator holds the word [`Lists`] takes
 /// for `_dl_stack_cache_lock`, starts a thread (on a stack of ours, so its
