@@ -51,7 +51,8 @@
 //! pthread's life move with a raw thread's; **R** what `pthread_getattr_np`
 //! reports of a raw thread is its region. "Refused" says where the census
 //! was shown to refuse rawthread with that duty removed (glibc 2.36, 2.41,
-//! 2.43; where a duty applies to fewer, those); "excused" that the census
+//! 2.43; where a duty applies to fewer, those; `.ci/census-mutants`
+//! removes each in turn and runs a first spawn on each glibc); "excused" that the census
 //! passes over the word on purpose, found by a descriptor or the probe.
 //!
 //! | duty (glibc) | where rawthread does it | test | census |
