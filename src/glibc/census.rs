@@ -518,44 +518,31 @@ fn read_global(addr: usize) -> u32 {
 }
 
 /// The writable, non-RELRO parts of libc's and the loader's segments, as
-/// (start, length), 4-byte aligned.
+/// (start, length), 4-byte aligned: the objects that hold libc's `malloc`
+/// and the loader's `_dl_allocate_tls`.
 fn writable_globals(g: &Glibc) -> Vec<(usize, usize)> {
-    /// The objects wanted, by an address of each (libc's `malloc`, the
-    /// loader's `_dl_allocate_tls`), and what was found of them.
-    struct Search {
-        inside: [usize; 2],
-        found: Vec<(usize, usize)>,
-    }
-    let mut search = Search {
-        inside: [libc::malloc as *const () as usize, g.allocate_tls as *const () as usize],
-        found: Vec::new(),
-    };
-    unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _: usize, data: *mut c_void) -> libc::c_int {
-        // SAFETY: dl_iterate_phdr passes a valid info and our Search.
-        let (info, search) = unsafe { (&*info, &mut *data.cast::<Search>()) };
-        // SAFETY: dlpi_phnum headers at dlpi_phdr.
-        let headers = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
+    let inside = [libc::malloc as *const () as usize, g.allocate_tls as *const () as usize];
+    let mut found = Vec::new();
+    each_object(|info, headers| {
         let range = |h: &libc::Elf64_Phdr| {
             let start = info.dlpi_addr as usize + h.p_vaddr as usize;
             start..start + h.p_memsz as usize
         };
         let loads = || headers.iter().filter(|h| h.p_type == libc::PT_LOAD);
-        if !loads().any(|h| search.inside.iter().any(|a| range(h).contains(a))) {
-            return 0;
+        if !loads().any(|h| inside.iter().any(|a| range(h).contains(a))) {
+            return false;
         }
         let relro = headers.iter().find(|h| h.p_type == libc::PT_GNU_RELRO).map_or(0..0, range);
         for h in loads().filter(|h| h.p_flags & libc::PF_W != 0) {
             let Range { start, end } = range(h);
             let start = if relro.contains(&start) { relro.end } else { start }.next_multiple_of(4);
             if start < end {
-                search.found.push((start, (end - start) & !3));
+                found.push((start, (end - start) & !3));
             }
         }
-        0
-    }
-    // SAFETY: the callback only reads what it is given.
-    unsafe { libc::dl_iterate_phdr(Some(each), (&raw mut search).cast()) };
-    search.found
+        false
+    });
+    found
 }
 
 /// The pthread's sight, kept from the probe for the census of the raw

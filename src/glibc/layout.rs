@@ -492,16 +492,39 @@ fn running_on_valgrind() -> bool {
     unsafe { rawthread_running_on_valgrind() != 0 }
 }
 
-/// Whether two symbols' addresses lie in the same loaded object.
+/// Whether two symbols' addresses lie in the same loaded object. (By the
+/// objects' loaded segments: `dladdr` would also search the object's
+/// symbol table, which takes some 10 µs in libc.)
 fn same_object(a: *mut c_void, b: *mut c_void) -> bool {
-    let base = |p| {
-        // SAFETY: dladdr only reads the loader's tables; zeroed is a valid
-        // Dl_info for it to fill.
-        let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        (unsafe { libc::dladdr(p, &mut info) } != 0).then_some(info.dli_fbase)
+    let base = |p: *mut c_void| {
+        let mut base = None;
+        each_object(|info, headers| {
+            let inside = headers.iter().filter(|h| h.p_type == libc::PT_LOAD).any(|h| {
+                let start = info.dlpi_addr as usize + h.p_vaddr as usize;
+                (start..start + h.p_memsz as usize).contains(&(p as usize))
+            });
+            base = inside.then_some(info.dlpi_addr);
+            inside
+        });
+        base
     };
     base(a).is_some_and(|a| Some(a) == base(b))
+}
+
+/// Calls `f` on each loaded object (the loader's record of it, and its
+/// program headers), in the loader's order, until it returns true.
+pub(super) fn each_object(mut f: impl FnMut(&libc::dl_phdr_info, &[libc::Elf64_Phdr]) -> bool) {
+    type Each<'a> = &'a mut dyn FnMut(&libc::dl_phdr_info, &[libc::Elf64_Phdr]) -> bool;
+    unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _: usize, f: *mut c_void) -> libc::c_int {
+        // SAFETY: dl_iterate_phdr passes a valid info, and our closure.
+        let (info, f) = unsafe { (&*info, &mut *f.cast::<Each>()) };
+        // SAFETY: the loader's dlpi_phnum program headers for this object.
+        let headers = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum.into()) };
+        f(info, headers).into()
+    }
+    let mut f: Each = &mut f;
+    // SAFETY: `each` only reads what the loader hands it, and calls `f`.
+    unsafe { libc::dl_iterate_phdr(Some(each), (&raw mut f).cast()) };
 }
 
 /// The largest libc TLS block [`probe`] compares word by word (208 bytes
@@ -511,32 +534,19 @@ pub(super) const LIBC_TLS_MAX: usize = 1024;
 /// Finds libc's own TLS block as the module whose block holds `errno`, and
 /// returns it as (distance below tp, length).
 fn find_libc_tls() -> Result<(usize, usize), String> {
-    struct Search {
-        errno: usize,
-        block: Option<(usize, usize)>,
-    }
-    unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _: usize, search: *mut c_void) -> libc::c_int {
-        // SAFETY: dl_iterate_phdr passes a valid info and our own pointer.
-        let (info, search) = unsafe { (&*info, &mut *search.cast::<Search>()) };
-        if info.dlpi_tls_data.is_null() {
-            return 0;
-        }
-        // SAFETY: the loader's program headers for this module.
-        let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum.into()) };
-        for ph in phdrs.iter().filter(|ph| ph.p_type == libc::PT_TLS) {
-            let block = info.dlpi_tls_data as usize;
-            if (block..block + ph.p_memsz as usize).contains(&search.errno) {
-                search.block = Some((block, ph.p_memsz as usize));
-                return 1;
-            }
-        }
-        0
-    }
     // SAFETY: __errno_location has no preconditions.
-    let mut search = Search { errno: unsafe { libc::__errno_location() } as usize, block: None };
-    // SAFETY: `each` only reads what the loader hands it and writes `search`.
-    unsafe { libc::dl_iterate_phdr(Some(each), (&raw mut search).cast()) };
-    let (start, len) = search.block.ok_or("libc's TLS block (the one holding errno) not found")?;
+    let errno = unsafe { libc::__errno_location() } as usize;
+    let mut found = None;
+    each_object(|info, headers| {
+        let block = info.dlpi_tls_data as usize;
+        found = headers
+            .iter()
+            .filter(|h| h.p_type == libc::PT_TLS && block != 0)
+            .map(|h| (block, h.p_memsz as usize))
+            .find(|&(block, len)| (block..block + len).contains(&errno));
+        found.is_some()
+    });
+    let (start, len) = found.ok_or("libc's TLS block (the one holding errno) not found")?;
     Ok((current_tp().checked_sub(start).ok_or("libc's TLS block is not below the thread pointer")?, len))
 }
 
@@ -588,5 +598,22 @@ impl Glibc {
     /// The `__resp` slot: where the thread's resolver state is.
     pub(super) fn resp_slot(&self, tp: usize) -> *mut usize {
         tp.wrapping_add_signed(self.resp) as *mut usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// libc's `malloc` and `gnu_get_libc_version` share an object; libc's
+    /// `malloc` and a function of this executable do not; an address in
+    /// no object lies in none.
+    #[test]
+    fn same_object_tells_objects_apart() {
+        let libc = |name| dlsym(name).unwrap();
+        assert!(same_object(libc(c"malloc"), libc(c"gnu_get_libc_version")));
+        let ours = same_object_tells_objects_apart as *mut c_void;
+        assert!(!same_object(libc(c"malloc"), ours));
+        assert!(!same_object(std::ptr::without_provenance_mut(8), std::ptr::without_provenance_mut(8)));
     }
 }
