@@ -897,10 +897,10 @@ fn free_probe_chunks() -> Freed {
 /// a mapping of its own (see [`malloc_and_free_one`]).
 fn malloc_and_free() -> (Freed, bool) {
     // SAFETY: malloc and free; the addresses are only compared from here
-    // on, and a chunk's size word read while it is ours.
+    // on, and a chunk's usable size read while it is ours.
     unsafe {
         let chunks = PROBE_CHUNKS.map(|size| libc::malloc(size));
-        let mapped = is_mapped(chunks[0]);
+        let mapped = is_mapped(chunks[0], PROBE_CHUNKS[0]);
         let freed = chunks.map(|p| {
             libc::free(p);
             p as usize
@@ -916,22 +916,29 @@ fn malloc_and_free_one(size: usize) -> (usize, bool) {
     // SAFETY: as in malloc_and_free.
     unsafe {
         let p = libc::malloc(size);
-        let mapped = is_mapped(p);
+        let mapped = is_mapped(p, size);
         libc::free(p);
         (p as usize, mapped)
     }
 }
 
-/// Whether glibc's malloc made the chunk at `p` (from glibc's malloc, not
-/// yet freed; or NULL) a mapping of its own: `IS_MMAPPED` (2) in the size
-/// word before it, where every glibc keeps it (`malloc_usable_size` reads
-/// it too).
+/// Whether glibc's malloc served the `size` bytes at `p` (not yet freed;
+/// or NULL) with a mapping of their own: such a chunk has all its pages
+/// usable but malloc's header (16 bytes), as `malloc_usable_size` says,
+/// while a chunk of an arena has the size asked for and less than a
+/// minimal chunk (32 bytes) more.
+///
+/// Not by the `IS_MMAPPED` bit of the chunk's header word: that word lies
+/// before what the compiler knows `malloc` returned, and an optimised
+/// build took its read for undefined and the bit for clear (a release
+/// build's probe missed that a thread had no arena, and refused glibc).
 ///
 /// # Safety
 /// As said: a live chunk of glibc's malloc, or NULL.
-unsafe fn is_mapped(p: *mut c_void) -> bool {
-    // SAFETY: per the contract, the chunk's header word precedes it.
-    !p.is_null() && unsafe { *p.cast::<usize>().sub(1) } & 2 != 0
+unsafe fn is_mapped(p: *mut c_void, size: usize) -> bool {
+    // SAFETY: per the contract.
+    !p.is_null()
+        && unsafe { libc::malloc_usable_size(p) } + 16 >= (size + 8).next_multiple_of(crate::region::page_size())
 }
 
 /// The chunks [`find_malloc_state`] freed, by size.
