@@ -281,11 +281,13 @@ pub(super) struct Watch<'a> {
     glibc: &'a Glibc,
     key: libc::pthread_key_t,
     /// For the pthread: libc's and the loader's writable data, as (start,
-    /// length), and all of it as it was before the thread, from which its
-    /// entry picks the globals to watch. For the raw thread: nothing, as
-    /// it watches the pthread's counts.
+    /// length), and the low byte of each of its words as it was before the
+    /// thread, from which its entry picks the globals to watch (a byte, not
+    /// the word: a quarter of the memory to fault in and fill, and a word
+    /// up by 1 to 4 has its low byte up by as much). For the raw thread:
+    /// nothing, as it watches the pthread's counts.
     globals: Vec<(usize, usize)>,
-    before: Vec<u32>,
+    before: Vec<u8>,
     sight: Mutex<Sight>,
 }
 
@@ -336,7 +338,7 @@ impl<'a> Watch<'a> {
         let mut out = watch.before.iter_mut();
         for &(start, len) in &globals {
             for word in (start..start + len).step_by(4) {
-                *out.next().unwrap() = read_global(word);
+                *out.next().unwrap() = read_global(word) as u8;
             }
         }
         watch.globals = globals;
@@ -378,17 +380,20 @@ impl<'a> Watch<'a> {
     }
 
     /// Reads the watched globals into slot `at` (1 entry, 2 end, 3 after);
-    /// at entry the pthread's watch first picks them: the words up by 1 to
-    /// 4 since before the thread (without allocating: the vector has room).
+    /// at entry the pthread's watch first picks them: the words whose low
+    /// byte is up by 1 to 4 since before the thread, each taken to have
+    /// been that much less before (the rules hold its later readings to
+    /// that value), without allocating: the vector has room.
     fn take_globals(&self, at: usize) {
         let mut sight = self.sight();
         if at == 1 && !self.globals.is_empty() {
             let mut before = self.before.iter();
             for &(start, len) in &self.globals {
                 for addr in (start..start + len).step_by(4) {
-                    let (was, now) = (*before.next().unwrap(), read_global(addr));
-                    if (1..=4).contains(&now.wrapping_sub(was)) && sight.watched.len() < WATCHED_MAX {
-                        sight.watched.push(Watched { addr, values: [was, 0, 0, 0] });
+                    let now = read_global(addr);
+                    let up = (now as u8).wrapping_sub(*before.next().unwrap());
+                    if (1..=4).contains(&up) && sight.watched.len() < WATCHED_MAX {
+                        sight.watched.push(Watched { addr, values: [now.wrapping_sub(up.into()), 0, 0, 0] });
                     }
                 }
             }
