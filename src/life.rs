@@ -223,26 +223,42 @@ where
     fork::install();
     let glibc = glibc::get()?;
     overflow::install();
-    glibc::census(glibc, census_twin)?;
+    let room = Room { stack: options.stack_size, guard: options.guard_size };
+    glibc::census(glibc, &|scheduling, created, body, exited| {
+        census_twin(glibc, room, scheduling, created, body, exited)
+    })?;
     // SAFETY: the caller's contract.
     unsafe { spawn_on(glibc, options, name, f, latch, None) }
 }
 
+/// The stack and guard the first spawn asks for, which the census's
+/// threads take too.
+#[derive(Clone, Copy)]
+struct Room {
+    stack: Option<usize>,
+    guard: Option<usize>,
+}
+
 /// A raw thread of the twin census (`glibc/census.rs`): spawned by the
-/// path every thread takes, with `scheduling` if given, with `created` seeing its block just before
-/// its clone, running `body`; `exited` sees its block after its exit,
-/// before the join gives the region back.
+/// path every thread takes, in `room`, with `scheduling` if given, with
+/// `created` seeing its block just before its clone, running `body`;
+/// `exited` sees its block after its exit, before the join gives the
+/// region back.
 fn census_twin(
     glibc: &'static Glibc,
+    room: Room,
     scheduling: Option<glibc::Scheduling>,
     created: glibc::Created,
     body: &(dyn Fn() + Sync),
     exited: &mut dyn FnMut(&Block),
 ) -> io::Result<()> {
-    // A small stack (the census checks for its headroom before it spawns),
-    // which the pool reuses for the census's second thread.
+    // The room of the thread that the first spawn makes next, which then
+    // takes the region from the pool, as the census's second thread takes
+    // its first's (the census checks its headroom before it spawns); at
+    // least the room the battery needs.
+    let stack = room.stack.unwrap_or_else(default_stack_size).max(CENSUS_STACK_SIZE);
     let scheduling = scheduling.map(|(policy, nice, priority)| SchedParams { policy, nice, priority });
-    let options = Options { stack_size: Some(CENSUS_STACK_SIZE), scheduling, ..Options::default() };
+    let options = Options { stack_size: Some(stack), guard_size: room.guard, scheduling, ..Options::default() };
     // SAFETY: joined below, while `body` lives.
     let running = unsafe { spawn_on(glibc, options, ThreadName::new(None), body, None, Some(created)) }?;
     running.wait();
@@ -251,8 +267,8 @@ fn census_twin(
     Ok(())
 }
 
-/// The stack of the census's threads: room for glibc's `dlopen` and the
-/// rest of the battery.
+/// The least stack of the census's threads: room for glibc's `dlopen` and
+/// the rest of the battery.
 const CENSUS_STACK_SIZE: usize = 128 << 10;
 
 /// [`spawn`] on a discovered glibc, past the census, with the thread's

@@ -11,6 +11,9 @@
 //! the region the first gave back to the pool, where the first left a mark
 //! in its rseq area, beyond the kernel's fields, that the second must not
 //! find; the second is also given its creator's scheduling explicitly.
+//! Both take the stack and guard the first spawn asks for (at least what
+//! the battery needs), so that the spawn's own thread takes their region
+//! from the pool in turn.
 //!
 //! What is compared, in each thread's own block: `struct pthread`, libc's
 //! static TLS block and the rseq area, word by word, each word normalised
@@ -748,18 +751,13 @@ pub(crate) type Scheduling = (libc::c_int, i32, u32);
 /// error, and no thread is made, if it refuses), running `body`; wait for
 /// its exit; call `exited` on its block (still the caller's, not yet
 /// reused); join it.
-type RunRaw = fn(
-    g: &'static Glibc,
-    scheduling: Option<Scheduling>,
-    created: Created,
-    body: &(dyn Fn() + Sync),
-    exited: &mut dyn FnMut(&Block),
-) -> io::Result<()>;
+pub(crate) type RunRaw<'a> =
+    &'a dyn Fn(Option<Scheduling>, Created, &(dyn Fn() + Sync), &mut dyn FnMut(&Block)) -> io::Result<()>;
 
 /// Runs the census, until it passes once in the process (a failed census
 /// is run again by the next spawn): compares raw threads, spawned by
 /// `run_raw`, with the probe's pthread.
-pub(crate) fn check(g: &'static Glibc, run_raw: RunRaw) -> io::Result<()> {
+pub(crate) fn check(g: &Glibc, run_raw: RunRaw) -> io::Result<()> {
     if PASSED.load(Ordering::Acquire) {
         return Ok(());
     }
@@ -796,7 +794,7 @@ const G_ROUNDS: usize = 8;
 /// region the first gave back to the pool (as most threads run on a reused
 /// region) and given its creator's scheduling explicitly, each held to
 /// every rule; a round whose rule G fails is tried again.
-fn rounds(g: &'static Glibc, run_raw: RunRaw, p: &Sight, excuses: &Excuses, counts: &[(usize, u32)]) -> io::Result<()> {
+fn rounds(g: &Glibc, run_raw: RunRaw, p: &Sight, excuses: &Excuses, counts: &[(usize, u32)]) -> io::Result<()> {
     // The census's own counts of a thread, one per raw thread it may run,
     // held while they live: one that leaves without having been counted
     // would otherwise end the process as its last thread, instead of
@@ -843,7 +841,7 @@ fn rounds(g: &'static Glibc, run_raw: RunRaw, p: &Sight, excuses: &Excuses, coun
 /// thread leaves a mark in its rseq area beyond what the kernel reads,
 /// which the next thread on its region must not find.
 fn watch_raw(
-    g: &'static Glibc,
+    g: &Glibc,
     run_raw: RunRaw,
     p: &Sight,
     excuses: &Excuses,
@@ -901,7 +899,7 @@ fn watch_raw(
         legacy = block.legacy();
         region = (block.region().stack(), block.region().guard().len());
     };
-    run_raw(g, scheduling, &created, &body, exited)?;
+    run_raw(scheduling, &created, &body, exited)?;
     let r = watch.into_sight();
     if r.short {
         return Err(io::Error::from_raw_os_error(libc::ENOMEM));
