@@ -180,12 +180,16 @@ pub(super) fn mutex(protocol: libc::c_int, robust: bool) -> libc::c_int {
 }
 
 /// A thread's pictures, by index: at its entry; before the battery (for
-/// the pthread, after the probe's own experiments); after each battery
-/// step; at its end; after its exit.
+/// the pthread, after the probe's own experiments); after the battery's
+/// first step; at its end; after its exit; and the latest, kept through
+/// the battery to see which step changed each word (a picture after each
+/// step would be twice the memory to fault in, at the first spawn).
 const ENTRY: usize = 0;
 const BEFORE_BATTERY: usize = 1;
-const END: usize = BATTERY.len() + 2;
-const EXIT: usize = END + 1;
+const FIRST_STEP: usize = 2;
+const END: usize = 3;
+const EXIT: usize = 4;
+const LATEST: usize = 5;
 
 /// The spans of a thread block the census compares: (name, start from
 /// tp, length in bytes); the rseq area's is empty where it lies inside
@@ -254,6 +258,9 @@ pub(super) struct Sight {
     guard: usize,
     /// The block's words: see [`ENTRY`] and what follows it.
     pictures: Vec<Vec<usize>>,
+    /// For each word, the battery step (from 1) after which it first
+    /// changed, or 0.
+    changed_by: Vec<u8>,
     /// Whether the thread has taken its end picture.
     ended: bool,
     /// Whether the thread skipped the battery for want of memory.
@@ -360,9 +367,10 @@ impl<'a> Watch<'a> {
         let key = census_key()?;
         let words: usize = spans(glibc).iter().map(|s| s.2 / size_of::<usize>()).sum();
         let mut pictures = Vec::new();
-        for _ in 0..=EXIT {
+        for _ in 0..=LATEST {
             pictures.push(zeroed(words)?);
         }
+        let changed_by = zeroed(words)?;
         watched.try_reserve(WATCHED_MAX).map_err(|_| io::Error::from_raw_os_error(libc::ENOMEM))?;
         let sight = Sight {
             tp: 0,
@@ -370,6 +378,7 @@ impl<'a> Watch<'a> {
             stack: 0..0,
             guard: 0,
             pictures,
+            changed_by,
             ended: false,
             short: false,
             kernel: [Kernel::default(); 2],
@@ -406,16 +415,37 @@ impl<'a> Watch<'a> {
         }
     }
 
-    fn take_picture(&self, sight: &mut Sight, at: usize) {
-        let tp = sight.tp;
-        let mut out = sight.pictures[at].iter_mut();
-        for (_, start, len) in spans(self.glibc) {
+    /// The words of the watched thread's block, span after span.
+    fn words(&self, tp: usize) -> impl Iterator<Item = usize> {
+        spans(self.glibc).into_iter().flat_map(move |(_, start, len)| {
             let from = tp.wrapping_add_signed(start);
-            for word in (from..from + len).step_by(size_of::<usize>()) {
+            (from..from + len).step_by(size_of::<usize>()).map(|word| {
                 // SAFETY: a word of the watched thread's block, which is
                 // mapped while the census reads it (the caller's contract).
-                *out.next().unwrap() = unsafe { (word as *const usize).read_volatile() };
+                unsafe { (word as *const usize).read_volatile() }
+            })
+        })
+    }
+
+    fn take_picture(&self, sight: &mut Sight, at: usize) {
+        for (out, word) in sight.pictures[at].iter_mut().zip(self.words(sight.tp)) {
+            *out = word;
+        }
+    }
+
+    /// After battery step `step` (from 1): notes the words it changed
+    /// first, in the latest picture, and keeps the first step's picture.
+    fn note_step(&self, sight: &mut Sight, step: u8) {
+        let Sight { tp, pictures, changed_by, .. } = sight;
+        let (kept, latest) = pictures.split_at_mut(LATEST);
+        for ((was, changed), now) in latest[0].iter_mut().zip(changed_by.iter_mut()).zip(self.words(*tp)) {
+            if now != *was && *changed == 0 {
+                *changed = step;
             }
+            *was = now;
+        }
+        if step == 1 {
+            kept[FIRST_STEP].copy_from_slice(&latest[0]);
         }
     }
 
@@ -431,17 +461,20 @@ impl<'a> Watch<'a> {
         sight.kernel[0] = Kernel::now(self.glibc, tp);
     }
 
-    /// In the watched thread: the battery, a picture before it and after
-    /// each step.
+    /// In the watched thread: the battery, a picture before it, and what
+    /// each step changed.
     pub(super) fn battery(&self) {
-        self.take_picture(&mut self.sight(), BEFORE_BATTERY);
+        let mut sight = self.sight();
+        self.take_picture(&mut sight, BEFORE_BATTERY);
+        self.take_picture(&mut sight, LATEST);
+        drop(sight);
         if !has_headroom() {
             self.sight().short = true;
             return;
         }
-        for (step, (_, call)) in BATTERY.iter().enumerate() {
+        for (step, (_, call)) in (1..).zip(BATTERY.iter()) {
             call(self);
-            self.take_picture(&mut self.sight(), BEFORE_BATTERY + 1 + step);
+            self.note_step(&mut self.sight(), step);
         }
     }
 
@@ -933,7 +966,6 @@ const RSEQ_MARK: u32 = 0x5a5a_5a5a;
 /// Rule C for picture `at` of the raw thread `r` against picture `p_at` of
 /// the pthread: the first word that differs, described.
 fn differ(g: &Glibc, p: &Sight, r: &Sight, excuses: &Excuses, p_at: usize, at: usize) -> Option<String> {
-    let first_step = BEFORE_BATTERY + 1;
     (0..p.pictures[p_at].len()).find_map(|i| {
         let c = excuses.c[i];
         let (pv, rv) = (p.pictures[p_at][i], r.pictures[at][i]);
@@ -948,13 +980,15 @@ fn differ(g: &Glibc, p: &Sight, r: &Sight, excuses: &Excuses, p_at: usize, at: u
             // only in the battery's first step: at entry the raw thread
             // may already hold what that step gives the pthread.
             _ if at == ENTRY && pk != rk => {
-                let (before, after) = (p.pictures[BEFORE_BATTERY][i], p.pictures[first_step][i]);
+                let (before, after) = (p.pictures[BEFORE_BATTERY][i], p.pictures[FIRST_STEP][i]);
                 before != after && rk == Kind::of(after, g, p)
             }
             _ => pk == rk,
         };
-        let when = if at == ENTRY { "at entry".to_string() } else { format!("at end ({})", step(p, r, i, at)) };
-        (!same).then(|| format!("C: {}: {when}, pthread {pk:?} ({pv:#x}), raw thread {rk:?} ({rv:#x})", describe(g, i)))
+        let when = || if at == ENTRY { "at entry".to_string() } else { format!("at end ({})", step(p, r, i)) };
+        (!same).then(|| {
+            format!("C: {}: {}, pthread {pk:?} ({pv:#x}), raw thread {rk:?} ({rv:#x})", describe(g, i), when())
+        })
     })
 }
 
@@ -990,7 +1024,7 @@ fn compare(
             found.push(format!(
                 "P: {}: the pointer {end:#x}, made {}, survives the raw thread's exit and is not handed on",
                 describe(g, i),
-                step(p, r, i, END)
+                step(p, r, i)
             ));
         }
     }
@@ -1019,13 +1053,14 @@ fn compare(
 /// How many differences a refusal names.
 const REPORTED: usize = 4;
 
-/// Where word `i` changed up to picture `upto`, for reports: after the
-/// first battery step that changed it in either thread, or before.
-fn step(p: &Sight, r: &Sight, i: usize, upto: usize) -> String {
-    let changed = |s: &Sight, k: usize| s.pictures[k][i] != s.pictures[k - 1][i];
-    match (BEFORE_BATTERY + 1..upto.min(END)).find(|&k| changed(r, k) || changed(p, k)) {
-        Some(k) => format!("after the battery step \"{}\"", BATTERY[k - BEFORE_BATTERY - 1].0),
-        None if changed(p, BEFORE_BATTERY) => "before the battery, in the probe's own experiments".into(),
+/// Where word `i` changed, for reports: after the first battery step that
+/// changed it in either thread, or before.
+fn step(p: &Sight, r: &Sight, i: usize) -> String {
+    match [p.changed_by[i], r.changed_by[i]].into_iter().filter(|&k| k != 0).min() {
+        Some(k) => format!("after the battery step \"{}\"", BATTERY[usize::from(k) - 1].0),
+        None if p.pictures[BEFORE_BATTERY][i] != p.pictures[ENTRY][i] => {
+            "before the battery, in the probe's own experiments".into()
+        }
         None => "outside the battery".into(),
     }
 }
