@@ -298,17 +298,22 @@ extern "C" fn run(probe: *mut c_void) -> *mut c_void {
         });
     }
     drop(st);
-    let lists = start_and_join(probe);
+    let glibc = probe.glibc;
+    let words = glibc.libc_tls_len / size_of::<usize>();
+    let mut inner = Inner { block: glibc.libc_tls_below_tp, words, fresh: [0; LIBC_TLS_MAX / size_of::<usize>()] };
+    let started = start_inner(probe, &mut inner);
+    // While the inner thread lives, and after the probe's `pthread_create`
+    // (a `dlsym` in a program's own `pthread_create` clears the `dlerror`
+    // message the battery leaves); the inner thread is joined before the
+    // end, so that the thread counts at the end are the probe's own.
+    probe.watch.battery();
+    let lists = started.and_then(|thread| join_inner(probe, &inner, thread));
     probe.update(|st| {
         if let (Ok(flag), Some((_, Ok(found), _))) = (lists, &mut st.report) {
             found.malloc_shut_down = flag;
         }
         st.lists = Some(lists.map(|_| ()));
     });
-    // Last, so that nothing the probe does after it (a `dlsym` in a
-    // program's own `pthread_create` clears the `dlerror` message) changes
-    // what the battery left.
-    probe.watch.battery();
     probe.watch.end();
     ptr::null_mut()
 }
@@ -568,19 +573,20 @@ fn in_a_mapped_page(addr: usize) -> bool {
     addr != 0 && unsafe { libc::mincore((addr & !(page - 1)) as *mut c_void, 1, &mut vec) } == 0
 }
 
+/// What the probe's inner thread saw of its own libc TLS, first thing.
+struct Inner {
+    block: usize,
+    words: usize,
+    fresh: [usize; LIBC_TLS_MAX / size_of::<usize>()],
+}
+
 /// In the probe pthread: once the creator holds the word [`Lists`] takes
 /// for `_dl_stack_cache_lock`, starts a thread (on a stack of ours, so its
 /// `struct pthread` stays readable after the join), which glibc adds to
-/// `_dl_stack_user` under that lock; then checks what glibc wrote in it.
-fn start_and_join(probe: &Probe) -> Result<usize, Failure> {
-    /// What the thread saw of its own libc TLS, first thing.
-    struct Inner {
-        block: usize,
-        words: usize,
-        fresh: [usize; LIBC_TLS_MAX / size_of::<usize>()],
-    }
+/// `_dl_stack_user` under that lock, and which writes into `inner`.
+fn start_inner(probe: &Probe, inner: &mut Inner) -> Result<libc::pthread_t, Failure> {
     extern "C" fn nothing(inner: *mut c_void) -> *mut c_void {
-        // SAFETY: the creator's `Inner`, alive until it has joined us.
+        // SAFETY: the probe's `Inner`, alive until it has joined us.
         let inner = unsafe { &mut *inner.cast::<Inner>() };
         let block = current_tp() - inner.block;
         // SAFETY: this thread's own libc TLS block, `words` long.
@@ -588,37 +594,42 @@ fn start_and_join(probe: &Probe) -> Result<usize, Failure> {
         ptr::null_mut()
     }
     drop(probe.wait_for(|st| st.create));
-    let glibc = probe.glibc;
-    let lists = &glibc.lists;
-    let words = glibc.libc_tls_len / size_of::<usize>();
-    let mut inner = Inner { block: glibc.libc_tls_below_tp, words, fresh: [0; LIBC_TLS_MAX / size_of::<usize>()] };
     let mut thread: libc::pthread_t = 0;
     // SAFETY: the second half of the probe's mapping, used by nobody else,
-    // outlives the thread (joined below); the attributes are destroyed.
+    // outlives the thread (joined by join_inner); the attributes are
+    // destroyed.
     let err = unsafe {
         let mut attr = stack_attr(probe.inner_stack.0, probe.inner_stack.1);
-        let err = libc::pthread_create(&mut thread, &attr, nothing, (&raw mut inner).cast());
+        let err = libc::pthread_create(&mut thread, &attr, nothing, (&raw mut *inner).cast());
         libc::pthread_attr_destroy(&mut attr);
         err
     };
     probe.update(|st| st.created = true);
-    if err != 0 {
-        return Err(Failure::Os(err));
+    match err {
+        0 => Ok(thread),
+        err => Err(Failure::Os(err)),
     }
+}
+
+/// In the probe pthread: joins the thread [`start_inner`] started, and
+/// checks what glibc wrote in it: its `user_stack`, and in its libc TLS
+/// what glibc's exit wrote into that of a thread that made no call (errno
+/// aside): malloc's flag that the thread's cache is shut down (glibc 2.36
+/// to 2.41), the one such word, returned (0 for none).
+fn join_inner(probe: &Probe, inner: &Inner, thread: libc::pthread_t) -> Result<usize, Failure> {
+    let glibc = probe.glibc;
     // SAFETY: our own thread, joined once.
     unsafe { libc::pthread_join(thread, ptr::null_mut()) };
+    let lists = &glibc.lists;
     // SAFETY: its `struct pthread` lies in our mapping, which nobody reuses.
     if unsafe { lists.user_stack.read(thread as usize) } != lists.user_stack.user() {
         return Err(Failure::Layout("struct pthread user_stack / stack_mode"));
     }
-    // What glibc's exit wrote into the libc TLS of a thread that made no
-    // call (errno aside): malloc's flag that the thread's cache is shut
-    // down (glibc 2.36 to 2.41), the one such word.
     let block = thread as usize - glibc.libc_tls_below_tp;
     // SAFETY: __errno_location has no preconditions.
     let errno =
         (unsafe { libc::__errno_location() } as usize - (current_tp() - glibc.libc_tls_below_tp)) / size_of::<usize>();
-    let mut written = (0..words).filter(|&i| {
+    let mut written = (0..inner.words).filter(|&i| {
         // SAFETY: the joined thread's libc TLS, in our mapping.
         i != errno && unsafe { *(block as *const usize).add(i) } != inner.fresh[i]
     });
