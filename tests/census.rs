@@ -118,10 +118,30 @@ fn child() {
         // the census's second thread then inherits its scheduling.
         common::refuse_syscalls(&[(libc::SYS_sched_setattr, libc::EPERM)]);
     }
+    if std::env::var_os(CHILD).is_some_and(|c| c == "malloc_tuning") {
+        let before = mapped_by_malloc(MAPPED);
+        let spawned = rawthread::spawn(|| 6 * 7).join().unwrap();
+        println!("spawned: {spawned}; {MAPPED} bytes mapped: before {before}, after {}", mapped_by_malloc(MAPPED));
+        return;
+    }
     match rawthread::Builder::new().spawn(|| 6 * 7).map(|h| h.join().unwrap()) {
         Ok(v) => println!("spawned: {v}"),
         Err(e) => println!("refused: {:?}: {e}", e.kind()),
     }
+}
+
+/// A size above glibc's initial mmap threshold (128 KiB), which a free of
+/// a larger mapped chunk would raise for the whole process.
+const MAPPED: usize = 150 << 10;
+
+/// Whether glibc's malloc serves `size` bytes with a mapping of their own:
+/// all of its pages are usable but malloc's 16-byte header, where a chunk
+/// of an arena has 8 more than a multiple of 16. The chunk is never freed
+/// (a free of a mapped chunk raises the threshold).
+fn mapped_by_malloc(size: usize) -> bool {
+    // SAFETY: a chunk of ours, asked its usable size, and kept.
+    let usable = unsafe { libc::malloc_usable_size(std::hint::black_box(libc::malloc(size))) };
+    (usable + 16) % 4096 == 0
 }
 
 /// Runs `case` in a child copy of this binary with `env`, and returns what
@@ -151,6 +171,10 @@ fn main() {
         assert_eq!(out, "spawned: 42\n", "with GLIBC_TUNABLES={tunables:?}");
     }
     assert_eq!(run("sched_refused", &[]), "spawned: 42\n", "with sched_setattr refused");
+    // The census leaves malloc's tuning as it was: what was served by a
+    // mapping of its own still is.
+    let out = run("malloc_tuning", &[]);
+    assert_eq!(out, format!("spawned: 42; {MAPPED} bytes mapped: before true, after true\n"));
     let out = run("at_start", &[]);
     assert!(out.starts_with("refused: Unsupported: rawthread: twin census: C: struct pthread + "), "{out}");
     assert!(out.contains("at entry"), "{out}");
@@ -158,8 +182,8 @@ fn main() {
     assert!(out.starts_with("refused: Unsupported: rawthread: twin census: X: libc's TLS + "), "{out}");
     assert!(out.contains("the pthread's exit changes it"), "{out}");
     println!(
-        "census: passes as it is, under 3 malloc tunables and where an explicit scheduling is refused; \
-         refuses a new duty at start and one at exit"
+        "census: passes as it is, under 3 malloc tunables and where an explicit scheduling is refused, \
+         leaving malloc's tuning as it was; refuses a new duty at start and one at exit"
     );
     println!("1 passed, 0 failed");
 }

@@ -80,11 +80,14 @@ const BATTERY: [Step; 10] = [
         let _ = std::thread::current();
     }),
     ("malloc and free", |_| {
-        // SAFETY: malloc and free of our own chunks. (Through black_box:
-        // an optimised build drops a malloc whose chunk is only freed.)
+        // SAFETY: malloc and free of our own chunks: one the thread's
+        // cache keeps, one beyond it that its arena takes back (below
+        // malloc's mmap threshold: a mapped chunk's free would raise that
+        // threshold for the whole process). Through black_box: an
+        // optimised build drops a malloc whose chunk is only freed.
         unsafe {
             let small = std::hint::black_box(libc::malloc(24));
-            let large = std::hint::black_box(libc::malloc(200 << 10));
+            let large = std::hint::black_box(libc::malloc(64 << 10));
             libc::free(small);
             libc::free(large);
         }
@@ -517,7 +520,7 @@ impl<'a> Watch<'a> {
 /// a `thread_local!` destructor without memory, nor std allocate without
 /// it). A shortage is reported as ENOMEM instead.
 fn has_headroom() -> bool {
-    /// Far more than the battery and the census take (a 200 KiB chunk,
+    /// Far more than the battery and the census take (a 64 KiB chunk,
     /// small buffers, the census's pictures).
     const HEADROOM: usize = 1 << 20;
     // SAFETY: a new mapping of nothing, unmapped at once.
