@@ -261,6 +261,7 @@ fn census_twin(
     let options = Options { stack_size: Some(stack), guard_size: room.guard, scheduling, ..Options::default() };
     // SAFETY: joined below, while `body` lives.
     let running = unsafe { spawn_on(glibc, options, ThreadName::new(None), body, None, Some(created)) }?;
+    crate::sys::yield_until(|| running.block.exit_word().load(Ordering::Acquire) == 0);
     running.wait();
     exited(&running.block);
     running.join_and_discard();

@@ -6,6 +6,7 @@
 use std::ffi::c_void;
 use std::io;
 use std::ptr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use memmap2::MmapOptions;
@@ -55,8 +56,9 @@ pub(super) fn probe(glibc: &Glibc) -> io::Result<Probed> {
     let mut thread: libc::pthread_t = 0;
     let mut stage = Stage::default();
     // SAFETY: a stack of ours that outlives the thread (joined below),
-    // attributes initialised and destroyed here, and a start routine that
-    // uses only `probe`.
+    // attributes initialised and destroyed here, a start routine that uses
+    // only `probe`, and the word of the probe's TCB (in our mapping) that
+    // the kernel clears at its exit.
     let err = unsafe {
         let mut attr = stack_attr(base, SIZE);
         let err = libc::pthread_create(&mut thread, &attr, run, (&raw const probe).cast_mut().cast());
@@ -64,6 +66,15 @@ pub(super) fn probe(glibc: &Glibc) -> io::Result<Probed> {
         if err == 0 {
             check_malloc_in_rounds(&probe, check_malloc_state);
             let lists = prove_lists(&probe);
+            // The probe's last steps, once its report says where the
+            // kernel clears its exit (none for a failed probe).
+            let exit_word = match probe.lock().report {
+                Some((_, Ok(found), _)) => Some(&*((thread as usize + found.exit_word) as *const AtomicU32)),
+                _ => None,
+            };
+            if let Some(word) = exit_word {
+                crate::sys::yield_until(|| word.load(Ordering::Acquire) == 0);
+            }
             libc::pthread_join(thread, ptr::null_mut());
             stage = std::mem::take(&mut *probe.lock());
             stage.lists = Some(lists.and(stage.lists.unwrap_or(Err(Failure::Layout("the probe did not run")))));
@@ -225,6 +236,7 @@ impl Probe<'_> {
     }
 
     fn wait_for(&self, ready: impl Fn(&Stage) -> bool) -> MutexGuard<'_, Stage> {
+        crate::sys::yield_until(|| ready(&self.lock()));
         let mut stage = self.lock();
         while !ready(&stage) {
             stage = self.turn.wait(stage).unwrap_or_else(|e| e.into_inner());
