@@ -56,9 +56,8 @@ pub(super) fn probe(glibc: &Glibc) -> io::Result<Probed> {
     let mut thread: libc::pthread_t = 0;
     let mut stage = Stage::default();
     // SAFETY: a stack of ours that outlives the thread (joined below),
-    // attributes initialised and destroyed here, a start routine that uses
-    // only `probe`, and the word of the probe's TCB (in our mapping) that
-    // the kernel clears at its exit.
+    // attributes initialised and destroyed here, and a start routine that
+    // uses only `probe`.
     let err = unsafe {
         let mut attr = stack_attr(base, SIZE);
         let err = libc::pthread_create(&mut thread, &attr, run, (&raw const probe).cast_mut().cast());
@@ -66,16 +65,7 @@ pub(super) fn probe(glibc: &Glibc) -> io::Result<Probed> {
         if err == 0 {
             check_malloc_in_rounds(&probe, check_malloc_state);
             let lists = prove_lists(&probe);
-            // The probe's last steps, once its report says where the
-            // kernel clears its exit (none for a failed probe).
-            let exit_word = match probe.lock().report {
-                Some((_, Ok(found), _)) => Some(&*((thread as usize + found.exit_word) as *const AtomicU32)),
-                _ => None,
-            };
-            if let Some(word) = exit_word {
-                crate::sys::yield_until(|| word.load(Ordering::Acquire) == 0);
-            }
-            libc::pthread_join(thread, ptr::null_mut());
+            join(&probe, thread);
             stage = std::mem::take(&mut *probe.lock());
             stage.lists = Some(lists.and(stage.lists.unwrap_or(Err(Failure::Layout("the probe did not run")))));
         }
@@ -585,6 +575,24 @@ fn in_a_mapped_page(addr: usize) -> bool {
     addr != 0 && unsafe { libc::mincore((addr & !(page - 1)) as *mut c_void, 1, &mut vec) } == 0
 }
 
+/// Joins `thread`, one of the probe's own, on a stack of ours: first
+/// yielding the CPU until the kernel has cleared the word it clears at the
+/// thread's exit (where the probe's report says it lies; not for a failed
+/// probe), so that the join need not sleep.
+fn join(probe: &Probe, thread: libc::pthread_t) {
+    let exit_word = match probe.lock().report {
+        Some((_, Ok(found), _)) => Some((thread as usize + found.exit_word) as *const AtomicU32),
+        _ => None,
+    };
+    if let Some(word) = exit_word {
+        // SAFETY: a word of the thread's `struct pthread`, in our mapping,
+        // which outlives the thread.
+        crate::sys::yield_until(|| unsafe { (*word).load(Ordering::Acquire) } == 0);
+    }
+    // SAFETY: our own thread, joined once.
+    unsafe { libc::pthread_join(thread, ptr::null_mut()) };
+}
+
 /// What the probe's inner thread saw of its own libc TLS, first thing.
 struct Inner {
     block: usize,
@@ -630,8 +638,7 @@ fn start_inner(probe: &Probe, inner: &mut Inner) -> Result<libc::pthread_t, Fail
 /// to 2.41), the one such word, returned (0 for none).
 fn join_inner(probe: &Probe, inner: &Inner, thread: libc::pthread_t) -> Result<usize, Failure> {
     let glibc = probe.glibc;
-    // SAFETY: our own thread, joined once.
-    unsafe { libc::pthread_join(thread, ptr::null_mut()) };
+    join(probe, thread);
     let lists = &glibc.lists;
     // SAFETY: its `struct pthread` lies in our mapping, which nobody reuses.
     if unsafe { lists.user_stack.read(thread as usize) } != lists.user_stack.user() {
