@@ -184,15 +184,16 @@ pub(super) fn mutex(protocol: libc::c_int, robust: bool) -> libc::c_int {
 
 /// A thread's pictures, by index: at its entry; before the battery (for
 /// the pthread, after the probe's own experiments); after the battery's
-/// first step; at its end; after its exit; and the latest, kept through
-/// the battery to see which step changed each word (a picture after each
-/// step would be twice the memory to fault in, at the first spawn).
+/// first step; at its end; after its exit. Through the battery, the end's
+/// place holds the latest picture, to see which step changed each word (a
+/// picture after each step would be three times the memory to fault in,
+/// at the first spawn).
 const ENTRY: usize = 0;
 const BEFORE_BATTERY: usize = 1;
 const FIRST_STEP: usize = 2;
 const END: usize = 3;
 const EXIT: usize = 4;
-const LATEST: usize = 5;
+const LATEST: usize = END;
 
 /// The spans of a thread block the census compares: (name, start from
 /// tp, length in bytes); the rseq area's is empty where it lies inside
@@ -250,7 +251,6 @@ impl Kernel {
 
 /// What the census sees of one thread. All of it is allocated by the
 /// creator before the thread starts: the thread only writes into it.
-#[derive(Clone)]
 pub(super) struct Sight {
     tp: usize,
     /// The thread's stack pointer at entry (roughly: a local's address).
@@ -301,6 +301,10 @@ pub(super) struct Watch<'a> {
     /// nothing, as it watches the pthread's counts.
     globals: Vec<(usize, usize)>,
     before: Vec<u8>,
+    /// A word of the pictures (by index), and its bits flipped in each
+    /// picture taken: where a raw thread differs from the pthread on
+    /// purpose (see [`watch_raw`]).
+    flipped: Option<(usize, usize)>,
     sight: Mutex<Sight>,
 }
 
@@ -359,10 +363,11 @@ impl<'a> Watch<'a> {
     }
 
     /// Prepares to watch a raw thread, and the globals `counts` of the
-    /// pthread's census.
-    fn new_raw(glibc: &'a Glibc, counts: &[(usize, u32)]) -> io::Result<Watch<'a>> {
+    /// pthread's census; `flipped`, if some, is a word (by index) and the
+    /// bits of it flipped in every picture of the thread.
+    fn new_raw(glibc: &'a Glibc, counts: &[(usize, u32)], flipped: Option<(usize, usize)>) -> io::Result<Watch<'a>> {
         let watched = counts.iter().map(|&(addr, _)| Watched { addr, values: [read_global(addr), 0, 0, 0] }).collect();
-        Watch::with(glibc, watched)
+        Ok(Watch { flipped, ..Watch::with(glibc, watched)? })
     }
 
     /// The part of [`Watch::new`] and [`Watch::new_raw`] they share.
@@ -370,7 +375,7 @@ impl<'a> Watch<'a> {
         let key = census_key()?;
         let words: usize = spans(glibc).iter().map(|s| s.2 / size_of::<usize>()).sum();
         let mut pictures = Vec::new();
-        for _ in 0..=LATEST {
+        for _ in 0..=EXIT {
             pictures.push(zeroed(words)?);
         }
         let changed_by = zeroed(words)?;
@@ -387,7 +392,7 @@ impl<'a> Watch<'a> {
             kernel: [Kernel::default(); 2],
             watched,
         };
-        Ok(Watch { glibc, key, globals: Vec::new(), before: Vec::new(), sight: Mutex::new(sight) })
+        Ok(Watch { glibc, key, globals: Vec::new(), before: Vec::new(), flipped: None, sight: Mutex::new(sight) })
     }
 
     fn sight(&self) -> std::sync::MutexGuard<'_, Sight> {
@@ -418,16 +423,19 @@ impl<'a> Watch<'a> {
         }
     }
 
-    /// The words of the watched thread's block, span after span.
+    /// The words of the watched thread's block, span after span (with
+    /// [`Watch::flipped`]'s bits flipped).
     fn words(&self, tp: usize) -> impl Iterator<Item = usize> {
-        spans(self.glibc).into_iter().flat_map(move |(_, start, len)| {
+        let (flipped, bits) = self.flipped.unwrap_or((usize::MAX, 0));
+        let words = spans(self.glibc).into_iter().flat_map(move |(_, start, len)| {
             let from = tp.wrapping_add_signed(start);
             (from..from + len).step_by(size_of::<usize>()).map(|word| {
                 // SAFETY: a word of the watched thread's block, which is
                 // mapped while the census reads it (the caller's contract).
                 unsafe { (word as *const usize).read_volatile() }
             })
-        })
+        });
+        words.enumerate().map(move |(i, word)| if i == flipped { word ^ bits } else { word })
     }
 
     fn take_picture(&self, sight: &mut Sight, at: usize) {
@@ -887,22 +895,12 @@ fn watch_raw(
 ) -> io::Result<Sight> {
     // A thread given its creator's scheduling explicitly is recorded as
     // one that does not inherit it, as pthread_create records it; all else
-    // of its scheduling is what the pthread inherited.
-    let explicit;
-    let p = match scheduling {
-        None => p,
-        Some(_) => {
-            let mut q = p.clone();
-            let shift = g.flags % size_of::<usize>() * 8;
-            let word = g.flags / size_of::<usize>();
-            for picture in &mut q.pictures {
-                picture[word] |= (ATTR_FLAG_NOTINHERITSCHED as usize) << shift;
-            }
-            explicit = q;
-            &explicit
-        }
-    };
-    let watch = Watch::new_raw(g, counts)?;
+    // of its scheduling is what the pthread inherited. Its pictures are
+    // taken with that bit of the flags word flipped: clear where it was
+    // recorded, as in the pthread's, and set where it was not.
+    let shift = g.flags % size_of::<usize>() * 8;
+    let explicit = (g.flags / size_of::<usize>(), (ATTR_FLAG_NOTINHERITSCHED as usize) << shift);
+    let watch = Watch::new_raw(g, counts, scheduling.map(|_| explicit))?;
     let mut legacy = Legacy::default();
     let mut region = (0..0, 0);
     let created = |block: &Block| {
