@@ -233,22 +233,16 @@ pub(crate) fn yield_cpu() {
     unsafe { libc::sched_yield() };
 }
 
-/// Gives up the CPU until `done` holds, for at most [`YIELD_BOUND_NS`];
-/// whether it holds. For the first spawn's waits on a thread that answers
+/// Gives up the CPU until `done` holds, for at most [`YIELD_BOUND_NS`].
+/// For the first spawn's waits on a thread that answers
 /// within tens of microseconds: a waiter asleep on a futex is woken on an
 /// idle CPU, which a virtual machine halts (some 10-20 µs to wake it on
 /// the machines this was measured on), while one that yields sees the
 /// answer at once, and lends its CPU to the thread it waits for if they
 /// share one. The caller then sleeps as before if it does not hold.
-pub(crate) fn yield_until(done: impl Fn() -> bool) -> bool {
+pub(crate) fn yield_until(done: impl Fn() -> bool) {
     let start = now_ns();
-    loop {
-        if done() {
-            return true;
-        }
-        if now_ns() - start > YIELD_BOUND_NS {
-            return false;
-        }
+    while !done() && now_ns() - start <= YIELD_BOUND_NS {
         yield_cpu();
     }
 }

@@ -4,8 +4,9 @@
 //! first spawn fail with `Unsupported` instead of going unseen.
 //!
 //! The pthread is the probe's ([`super::probe`]): no `pthread_create` is
-//! added. It runs the battery after the probe's own experiments, last
-//! before its start routine returns. The raw threads are spawned by the
+//! added. It runs the battery after the probe's own experiments, while the
+//! thread it starts to prove glibc's lists lives (joined before the end
+//! picture). The raw threads are spawned by the
 //! first spawn's caller (`life.rs`, through [`check`]), by the path every
 //! raw thread takes, and run the same battery: two of them, the second on
 //! the region the first gave back to the pool, where the first left a mark
