@@ -131,17 +131,19 @@ fn child() {
 }
 
 /// A size above glibc's initial mmap threshold (128 KiB), which a free of
-/// a larger mapped chunk would raise for the whole process.
+/// a larger mapped chunk would raise for the whole process; half a page
+/// past a page boundary.
 const MAPPED: usize = 150 << 10;
 
-/// Whether glibc's malloc serves `size` bytes with a mapping of their own:
-/// all of its pages are usable but malloc's 16-byte header, where a chunk
-/// of an arena has 8 more than a multiple of 16. The chunk is never freed
-/// (a free of a mapped chunk raises the threshold).
+/// Whether glibc's malloc serves [`MAPPED`] bytes with a mapping of their
+/// own: its pages are then usable to their end but for malloc's header,
+/// some 2 KiB more than asked, where a chunk of an arena has less than a
+/// minimal chunk (32 bytes) more. The chunk is never freed (a free of a
+/// mapped chunk raises the threshold).
 fn mapped_by_malloc(size: usize) -> bool {
     // SAFETY: a chunk of ours, asked its usable size, and kept.
     let usable = unsafe { libc::malloc_usable_size(std::hint::black_box(libc::malloc(size))) };
-    (usable + 16) % 4096 == 0
+    usable >= size + 1024
 }
 
 /// Runs `case` in a child copy of this binary with `env`, and returns what

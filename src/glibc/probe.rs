@@ -930,7 +930,7 @@ fn malloc_and_free() -> (Freed, bool) {
     // on, and a chunk's usable size read while it is ours.
     unsafe {
         let chunks = PROBE_CHUNKS.map(|size| libc::malloc(size));
-        let mapped = is_mapped(chunks[0], PROBE_CHUNKS[0]);
+        let mapped = is_mapped(chunks[0]);
         let freed = chunks.map(|p| {
             libc::free(p);
             p as usize
@@ -946,29 +946,32 @@ fn malloc_and_free_one(size: usize) -> (usize, bool) {
     // SAFETY: as in malloc_and_free.
     unsafe {
         let p = libc::malloc(size);
-        let mapped = is_mapped(p, size);
+        let mapped = is_mapped(p);
         libc::free(p);
         (p as usize, mapped)
     }
 }
 
-/// Whether glibc's malloc served the `size` bytes at `p` (not yet freed;
-/// or NULL) with a mapping of their own: such a chunk has all its pages
-/// usable but malloc's header (16 bytes), as `malloc_usable_size` says,
-/// while a chunk of an arena has the size asked for and less than a
-/// minimal chunk (32 bytes) more.
+/// Whether glibc's malloc made the chunk at `p` (from glibc's malloc, not
+/// yet freed; or NULL) a mapping of its own: `IS_MMAPPED` (2) in the size
+/// word before it, where every glibc keeps it (`malloc_usable_size` reads
+/// it too, but what it answers for such a chunk changed in 2.43).
 ///
-/// Not by the `IS_MMAPPED` bit of the chunk's header word: that word lies
-/// before what the compiler knows `malloc` returned, and an optimised
-/// build took its read for undefined and the bit for clear (a release
-/// build's probe missed that a thread had no arena, and refused glibc).
+/// The word is read at an address made from the chunk's as a number, and
+/// through `black_box`: the compiler knows what `malloc` returned, and an
+/// optimised build took a plain read of the word before it for undefined
+/// and the bit for clear (a release build's probe missed that a thread had
+/// no arena, and refused glibc).
 ///
 /// # Safety
 /// As said: a live chunk of glibc's malloc, or NULL.
-unsafe fn is_mapped(p: *mut c_void, size: usize) -> bool {
-    // SAFETY: per the contract.
-    !p.is_null()
-        && unsafe { libc::malloc_usable_size(p) } + 16 >= (size + 8).next_multiple_of(crate::region::page_size())
+unsafe fn is_mapped(p: *mut c_void) -> bool {
+    if p.is_null() {
+        return false;
+    }
+    let header = std::hint::black_box(p).expose_provenance() - size_of::<usize>();
+    // SAFETY: per the contract, the chunk's header word precedes it.
+    unsafe { std::ptr::with_exposed_provenance::<usize>(header).read_volatile() & 2 != 0 }
 }
 
 /// The chunks [`find_malloc_state`] freed, by size.
