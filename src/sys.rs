@@ -234,12 +234,15 @@ pub(crate) fn yield_cpu() {
 }
 
 /// Gives up the CPU until `done` holds, for at most [`YIELD_BOUND_NS`].
-/// For the first spawn's waits on a thread that answers
-/// within tens of microseconds: a waiter asleep on a futex is woken on an
-/// idle CPU, which a virtual machine halts (some 10-20 µs to wake it on
-/// the machines this was measured on), while one that yields sees the
-/// answer at once, and lends its CPU to the thread it waits for if they
-/// share one. The caller then sleeps as before if it does not hold.
+/// For the first spawn's waits on its own short-lived threads (the probe's
+/// hand-overs, a census thread's whole life: tens to a few hundred
+/// microseconds): a waiter asleep on a futex is woken on an idle CPU,
+/// which a virtual machine halts (some 10-20 µs to wake it on the machines
+/// this was measured on), while one that yields sees the answer at once,
+/// and lends its CPU to the thread it waits for if they share one. The
+/// caller then sleeps as before if it does not hold. This spends CPU time
+/// that sleeping would not, once per process, and is for these waits
+/// alone: a join sleeps at once (`join.rs`).
 pub(crate) fn yield_until(done: impl Fn() -> bool) {
     let start = now_ns();
     while !done() && now_ns() - start <= YIELD_BOUND_NS {

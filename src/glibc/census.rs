@@ -290,7 +290,11 @@ struct Watched {
 const WATCHED_MAX: usize = 64;
 
 /// One census under way: its key, its globals, and the sight of the
-/// thread it watches.
+/// thread it watches. Its methods that read the watched thread's block
+/// (through [`Sight::tp`]) are called while that block is mapped: by the
+/// thread itself, by a creator's hook before its clone, or by the creator
+/// before its region is given back ([`Watch::exit`], which is unsafe for
+/// that).
 pub(super) struct Watch<'a> {
     glibc: &'a Glibc,
     key: libc::pthread_key_t,
@@ -529,8 +533,10 @@ impl<'a> Watch<'a> {
 /// a `thread_local!` destructor without memory, nor std allocate without
 /// it). A shortage is reported as ENOMEM instead.
 fn has_headroom() -> bool {
-    /// Far more than the battery and the census take (a 64 KiB chunk,
-    /// small buffers, the census's pictures).
+    /// Far more than the battery and the census take once a thread runs
+    /// (a 64 KiB chunk, small buffers, the census's pictures); a census
+    /// thread's region is mapped before, by the spawn path, which reports
+    /// its own shortage.
     const HEADROOM: usize = 1 << 20;
     // SAFETY: a new mapping of nothing, unmapped at once.
     unsafe {

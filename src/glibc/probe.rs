@@ -305,11 +305,18 @@ extern "C" fn run(probe: *mut c_void) -> *mut c_void {
     let mut inner = Inner { block: glibc.libc_tls_below_tp, words, fresh: [0; LIBC_TLS_MAX / size_of::<usize>()] };
     let started = start_inner(probe, &mut inner);
     // While the inner thread lives, and after the probe's `pthread_create`
-    // (a `dlsym` in a program's own `pthread_create` clears the `dlerror`
-    // message the battery leaves); the inner thread is joined before the
-    // end, so that the thread counts at the end are the probe's own.
+    // (a `dlsym` in a program's own `pthread_create` or `pthread_join`
+    // clears the `dlerror` message the battery leaves, and is then seen
+    // as a change of the join's, outside the battery); the inner thread
+    // is joined before the end, so that the thread counts at the end are
+    // the probe's own.
     probe.watch.battery();
-    let lists = started.and_then(|thread| join_inner(probe, &inner, thread));
+    let lists = started.and_then(|thread| {
+        // SAFETY: our inner thread, on the second half of our mapping,
+        // joined once; `inner` is read only after that join.
+        unsafe { join(probe, thread) };
+        check_inner(probe, &inner, thread)
+    });
     probe.update(|st| {
         if let (Ok(flag), Some((_, Ok(found), _))) = (lists, &mut st.report) {
             found.malloc_shut_down = flag;
@@ -577,19 +584,25 @@ fn in_a_mapped_page(addr: usize) -> bool {
 
 /// Joins `thread`, one of the probe's own, on a stack of ours: first
 /// yielding the CPU until the kernel has cleared the word it clears at the
-/// thread's exit (where the probe's report says it lies; not for a failed
-/// probe), so that the join need not sleep.
-fn join(probe: &Probe, thread: libc::pthread_t) {
+/// thread's exit (where the probe's report says it lies: not before the
+/// report, nor for a failed probe), so that the join need not sleep.
+///
+/// # Safety
+/// `thread` is a thread the caller made and has not joined, whose `struct
+/// pthread` lies in a mapping that outlives the call.
+unsafe fn join(probe: &Probe, thread: libc::pthread_t) {
     let exit_word = match probe.lock().report {
-        Some((_, Ok(found), _)) => Some((thread as usize + found.exit_word) as *const AtomicU32),
+        Some((_, Ok(found), _)) if found.exit_word != 0 => {
+            Some((thread as usize + found.exit_word) as *const AtomicU32)
+        }
         _ => None,
     };
     if let Some(word) = exit_word {
-        // SAFETY: a word of the thread's `struct pthread`, in our mapping,
-        // which outlives the thread.
+        // SAFETY: a word of the thread's `struct pthread`, which outlives
+        // the call (the caller's contract).
         crate::sys::yield_until(|| unsafe { (*word).load(Ordering::Acquire) } == 0);
     }
-    // SAFETY: our own thread, joined once.
+    // SAFETY: per the contract, joined once.
     unsafe { libc::pthread_join(thread, ptr::null_mut()) };
 }
 
@@ -631,14 +644,13 @@ fn start_inner(probe: &Probe, inner: &mut Inner) -> Result<libc::pthread_t, Fail
     }
 }
 
-/// In the probe pthread: joins the thread [`start_inner`] started, and
-/// checks what glibc wrote in it: its `user_stack`, and in its libc TLS
-/// what glibc's exit wrote into that of a thread that made no call (errno
-/// aside): malloc's flag that the thread's cache is shut down (glibc 2.36
-/// to 2.41), the one such word, returned (0 for none).
-fn join_inner(probe: &Probe, inner: &Inner, thread: libc::pthread_t) -> Result<usize, Failure> {
+/// In the probe pthread, once it has joined the thread [`start_inner`]
+/// started: checks what glibc wrote in it: its `user_stack`, and in its
+/// libc TLS what glibc's exit wrote into that of a thread that made no
+/// call (errno aside): malloc's flag that the thread's cache is shut down
+/// (glibc 2.36 to 2.41), the one such word, returned (0 for none).
+fn check_inner(probe: &Probe, inner: &Inner, thread: libc::pthread_t) -> Result<usize, Failure> {
     let glibc = probe.glibc;
-    join(probe, thread);
     let lists = &glibc.lists;
     // SAFETY: its `struct pthread` lies in our mapping, which nobody reuses.
     if unsafe { lists.user_stack.read(thread as usize) } != lists.user_stack.user() {
@@ -927,7 +939,7 @@ fn free_probe_chunks() -> Freed {
 /// a mapping of its own (see [`malloc_and_free_one`]).
 fn malloc_and_free() -> (Freed, bool) {
     // SAFETY: malloc and free; the addresses are only compared from here
-    // on, and a chunk's usable size read while it is ours.
+    // on, and a chunk's header word read while it is ours.
     unsafe {
         let chunks = PROBE_CHUNKS.map(|size| libc::malloc(size));
         let mapped = is_mapped(chunks[0]);
