@@ -254,11 +254,16 @@ fn census_twin(
 ) -> io::Result<()> {
     // The room of the thread that the first spawn makes next, which then
     // takes the region from the pool, as the census's second thread takes
-    // its first's (the census checks its headroom before it spawns); at
-    // least the room the battery needs.
+    // its first's; at least the room the battery needs. Where the pool
+    // would not keep a region that large (its limits), the census's own
+    // small room instead: its second thread must run on a reused region.
     let stack = room.stack.unwrap_or_else(default_stack_size).max(CENSUS_STACK_SIZE);
+    let guard = room.guard.unwrap_or_else(page_size);
+    let limits = pool::pool_limits();
+    let kept = limits.regions > 0 && stack.saturating_add(guard).saturating_add(REGION_BESIDE_STACK) <= limits.bytes;
+    let (stack, guard) = if kept { (stack, guard) } else { (CENSUS_STACK_SIZE, page_size()) };
     let scheduling = scheduling.map(|(policy, nice, priority)| SchedParams { policy, nice, priority });
-    let options = Options { stack_size: Some(stack), guard_size: room.guard, scheduling, ..Options::default() };
+    let options = Options { stack_size: Some(stack), guard_size: Some(guard), scheduling, ..Options::default() };
     // SAFETY: joined below, while `body` lives.
     let running = unsafe { spawn_on(glibc, options, ThreadName::new(None), body, None, Some(created)) }?;
     crate::sys::yield_until(|| running.block.exit_word().load(Ordering::Acquire) == 0);
@@ -271,6 +276,11 @@ fn census_twin(
 /// The least stack of the census's threads: room for glibc's `dlopen` and
 /// the rest of the battery.
 const CENSUS_STACK_SIZE: usize = 128 << 10;
+
+/// More than a region holds beside its stack and guard (the signal stack,
+/// TLS, thread block and start record), for [`census_twin`]'s guess of
+/// whether the pool keeps a region.
+const REGION_BESIDE_STACK: usize = 1 << 20;
 
 /// [`spawn`] on a discovered glibc, past the census, with the thread's
 /// `name` made from `options`; `created`, if given, sees the block just
