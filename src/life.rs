@@ -223,30 +223,23 @@ where
     fork::install();
     let glibc = glibc::get()?;
     overflow::install();
-    let room = Room { stack: options.stack_size, guard: options.guard_size };
+    let (stack, guard) = (options.stack_size, options.guard_size);
     glibc::census(glibc, &|scheduling, created, body, exited| {
-        census_twin(glibc, room, scheduling, created, body, exited)
+        census_twin(glibc, stack, guard, scheduling, created, body, exited)
     })?;
     // SAFETY: the caller's contract.
     unsafe { spawn_on(glibc, options, name, f, latch, None) }
 }
 
-/// The stack and guard the first spawn asks for, which the census's
-/// threads take too.
-#[derive(Clone, Copy)]
-struct Room {
-    stack: Option<usize>,
-    guard: Option<usize>,
-}
-
 /// A raw thread of the twin census (`glibc/census.rs`): spawned by the
-/// path every thread takes, in `room`, with `scheduling` if given, with
-/// `created` seeing its block just before its clone, running `body`;
-/// `exited` sees its block after its exit, before the join gives the
-/// region back.
+/// path every thread takes, with the `stack` and `guard` sizes the first
+/// spawn asks for and `scheduling` if given, with `created` seeing its
+/// block just before its clone, running `body`; `exited` sees its block
+/// after its exit, before the join gives the region back.
 fn census_twin(
     glibc: &'static Glibc,
-    room: Room,
+    stack: Option<usize>,
+    guard: Option<usize>,
     scheduling: Option<glibc::Scheduling>,
     created: glibc::Created,
     body: &(dyn Fn() + Sync),
@@ -257,8 +250,8 @@ fn census_twin(
     // its first's; at least the room the battery needs. Where the pool
     // would not keep a region that large (its limits), the census's own
     // small room instead: its second thread must run on a reused region.
-    let stack = room.stack.unwrap_or_else(default_stack_size).max(CENSUS_STACK_SIZE);
-    let guard = room.guard.unwrap_or_else(page_size);
+    let stack = stack.unwrap_or_else(default_stack_size).max(CENSUS_STACK_SIZE);
+    let guard = guard.unwrap_or_else(page_size);
     let limits = pool::pool_limits();
     let kept = limits.regions > 0 && stack.saturating_add(guard).saturating_add(REGION_BESIDE_STACK) <= limits.bytes;
     let (stack, guard) = if kept { (stack, guard) } else { (CENSUS_STACK_SIZE, page_size()) };
